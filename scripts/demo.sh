@@ -1,0 +1,9 @@
+#!/usr/bin/env bash
+# The main job: sets up the venv and drags the bundled sample with the embedded default model.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+source scripts/setup.sh
+mkdir -p out
+dragdiff edit examples/sample.png --drag 40,64:80,64 --prompt "a red star on a white background" \
+  -o out/sample_edited.png "$@"
+echo "wrote out/sample_edited.png (and out/sample_edited.json)"

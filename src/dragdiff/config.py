@@ -1,0 +1,214 @@
+"""Every default of a dragdiff edit, in one place.
+
+Frozen dataclasses, validated in ``__post_init__``; the CLI flags, the web UI's advanced panel and the benchmark
+all read their defaults from here. Each default names its source: the DragDiffusion paper (Shi et al., CVPR 2024,
+arXiv 2306.14435 v6, "paper") or its reference implementation (Yujun-Shi/DragDiffusion @ ebe659a, "ref").
+Where the two differ, the ``dragdiffusion`` preset follows the reference code and says so.
+
+This module imports no torch, diffusers or gradio.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field, fields, replace
+from typing import Any, Literal
+
+Precision = Literal["fp32", "fp16", "bf16", "auto"]
+PRECISIONS: tuple[str, ...] = ("fp32", "fp16", "bf16", "auto")
+
+
+class ConfigError(ValueError):
+    """A configuration value is out of range; the message names the field and the value."""
+
+
+def _check(ok: bool, name: str, value: Any, want: str) -> None:
+    if not ok:
+        raise ConfigError(f"{name} must be {want}, got {value!r}")
+
+
+@dataclass(frozen=True)
+class LoraConfig:
+    """Identity-preserving LoRA fine-tuning (paper §3.2, §4.1; SPEC §2)."""
+
+    enabled: bool = True
+    rank: int = 16  # paper §4.1 / ref `lora_rank`
+    alpha: float | None = None  # None -> alpha = rank, i.e. scale 1 (ref: peft default for their LoRA layers)
+    # paper names q/k/v; ref also adapts the output projection `to_out.0`
+    target_modules: tuple[str, ...] = ("to_q", "to_k", "to_v", "to_out.0")
+    steps: int = 80  # paper §4.1 / ref `lora_step`
+    lr: float = 5e-4  # ref `lora_lr`, constant schedule
+    weight_decay: float = 1e-2  # ref: AdamW default of their trainer
+    batch_size: int = 4  # ref `lora_batch_size`
+    seed: int = 0  # ref seeds the LoRA run with 0
+
+    def __post_init__(self) -> None:
+        _check(self.rank >= 1, "lora.rank", self.rank, ">= 1")
+        _check(self.alpha is None or self.alpha > 0, "lora.alpha", self.alpha, "> 0 or None")
+        _check(self.steps >= 0, "lora.steps", self.steps, ">= 0")
+        _check(self.lr > 0, "lora.lr", self.lr, "> 0")
+        _check(self.weight_decay >= 0, "lora.weight_decay", self.weight_decay, ">= 0")
+        _check(self.batch_size >= 1, "lora.batch_size", self.batch_size, ">= 1")
+        _check(len(self.target_modules) > 0, "lora.target_modules", self.target_modules, "non-empty")
+
+    @property
+    def scale_alpha(self) -> float:
+        return float(self.rank if self.alpha is None else self.alpha)
+
+
+@dataclass(frozen=True)
+class InversionConfig:
+    """DDIM inversion of the input image (paper §3.1; SPEC §3)."""
+
+    num_steps: int = 50  # paper §4.1: 50 DDIM steps
+    strength: float = 0.7  # ref `inversion_strength`: invert round(0.7*50) = 35 steps -> t = 681 for SD-1.5
+    guidance_scale: float = 1.0  # real-image mode uses no classifier-free guidance (ref)
+
+    def __post_init__(self) -> None:
+        _check(self.num_steps >= 1, "inversion.num_steps", self.num_steps, ">= 1")
+        _check(0.0 < self.strength <= 1.0, "inversion.strength", self.strength, "in (0, 1]")
+        _check(self.guidance_scale >= 1.0, "inversion.guidance_scale", self.guidance_scale, ">= 1")
+        _check(self.inverted_steps >= 1, "inversion.strength", self.strength, "large enough to invert >= 1 step")
+
+    @property
+    def inverted_steps(self) -> int:
+        """Number of DDIM steps inverted (and later denoised): round(strength * num_steps)."""
+        return int(round(self.strength * self.num_steps))
+
+
+@dataclass(frozen=True)
+class DragConfig:
+    """Latent optimisation: motion supervision + point tracking (paper §3.3, Eq. 3-4; SPEC §4)."""
+
+    max_iterations: int = 80  # ref `n_pix_step`
+    lr: float = 0.01  # ref `drag_lr` (Adam)
+    # UNet decoder block whose output is the feature map. The ref calls it index 3 of its feature list;
+    # that is `unet.up_blocks[2]` (640 channels at latent resolution for SD-1.5).
+    feature_up_block: int = 2
+    supervision_scale: float = 0.5  # ref: features upsampled to half the image size (sup_res = 256 at 512)
+    r_m: int = 1  # motion-supervision patch radius (ref `r_m`)
+    r_p: int = 3  # point-tracking search radius (ref `r_p`)
+    lam: float = 0.1  # mask-term weight λ (ref `lam`)
+    stop_distance: float = 2.0  # stop when every |h_i - g_i| < this, in supervision-grid pixels (ref)
+
+    def __post_init__(self) -> None:
+        _check(self.max_iterations >= 0, "drag.max_iterations", self.max_iterations, ">= 0")
+        _check(self.lr > 0, "drag.lr", self.lr, "> 0")
+        _check(self.feature_up_block >= 0, "drag.feature_up_block", self.feature_up_block, ">= 0")
+        _check(0 < self.supervision_scale <= 1, "drag.supervision_scale", self.supervision_scale, "in (0, 1]")
+        _check(self.r_m >= 0, "drag.r_m", self.r_m, ">= 0")
+        _check(self.r_p >= 0, "drag.r_p", self.r_p, ">= 0")
+        _check(self.lam >= 0, "drag.lam", self.lam, ">= 0")
+        _check(self.stop_distance >= 0, "drag.stop_distance", self.stop_distance, ">= 0")
+
+
+@dataclass(frozen=True)
+class DenoiseConfig:
+    """Denoising with reference-latent control (paper §3.4; SPEC §5)."""
+
+    reference_control: bool = True  # "latent-MasaCtrl": edited queries attend to source keys/values
+    # How many of the decoder's highest-resolution attention levels are controlled. SD-1.5: up_blocks.2 and .3
+    # (transformer blocks 10-15 of 16). The ref starts at layer 10 of 16, i.e. exactly these two levels.
+    control_levels: int = 2
+    control_from_step: int = 0  # ref: control at all denoising steps
+
+    def __post_init__(self) -> None:
+        _check(self.control_levels >= 1, "denoise.control_levels", self.control_levels, ">= 1")
+        _check(self.control_from_step >= 0, "denoise.control_from_step", self.control_from_step, ">= 0")
+
+
+@dataclass(frozen=True)
+class GenerateConfig:
+    """Text-to-image generation for generated-image mode (paper §4; SPEC §6)."""
+
+    num_steps: int = 50  # DDIM 50 steps
+    guidance_scale: float = 7.5  # ref: CFG 7.5 for generation, kept during optimisation and denoising
+    negative_prompt: str = ""
+    seed: int = 42  # ref's UI default seed for generation
+    width: int | None = None  # None -> the model's native size
+    height: int | None = None
+
+    def __post_init__(self) -> None:
+        _check(self.num_steps >= 1, "generate.num_steps", self.num_steps, ">= 1")
+        _check(self.guidance_scale >= 1.0, "generate.guidance_scale", self.guidance_scale, ">= 1")
+        for name in ("width", "height"):
+            v = getattr(self, name)
+            _check(v is None or v >= 8, f"generate.{name}", v, ">= 8 or None")
+
+
+@dataclass(frozen=True)
+class RuntimeConfig:
+    """How the edit runs (not what it computes, up to the stated tolerance of the fast path)."""
+
+    precision: Precision = "fp32"  # faithful path: fp32 latent/maths; "auto" = bf16 on CUDA, fp32 on CPU
+    preview_every: int = 0  # decode a preview every N optimisation iterations (0 = never)
+
+    def __post_init__(self) -> None:
+        _check(self.precision in PRECISIONS, "runtime.precision", self.precision, f"one of {PRECISIONS}")
+        _check(self.preview_every >= 0, "runtime.preview_every", self.preview_every, ">= 0")
+
+
+@dataclass(frozen=True)
+class EditConfig:
+    """Everything that defines one drag edit. ``EditConfig()`` is the faithful ``dragdiffusion`` preset."""
+
+    lora: LoraConfig = field(default_factory=LoraConfig)
+    inversion: InversionConfig = field(default_factory=InversionConfig)
+    drag: DragConfig = field(default_factory=DragConfig)
+    denoise: DenoiseConfig = field(default_factory=DenoiseConfig)
+    generate: GenerateConfig = field(default_factory=GenerateConfig)
+    runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
+    seed: int = 0  # seeds every random draw of the edit through a torch.Generator
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> EditConfig:
+        """Inverse of ``to_dict``; unknown keys are an error naming the key."""
+        kwargs: dict[str, Any] = {}
+        known = {f.name: f for f in fields(cls)}
+        for key, value in data.items():
+            if key not in known:
+                raise ConfigError(f"unknown config section {key!r}; expected one of {sorted(known)}")
+            if isinstance(value, dict):
+                sub_cls = type(getattr(cls(), key))
+                sub_known = {f.name for f in fields(sub_cls)}
+                bad = sorted(set(value) - sub_known)
+                if bad:
+                    raise ConfigError(f"unknown field(s) {bad} in config section {key!r}")
+                value = {k: tuple(v) if isinstance(v, list) else v for k, v in value.items()}
+                kwargs[key] = sub_cls(**value)
+            else:
+                kwargs[key] = value
+        return cls(**kwargs)
+
+    def override(self, **dotted: Any) -> EditConfig:
+        """Return a copy with ``section.field`` values replaced, e.g. ``override(**{"drag.lr": 0.02})``."""
+        cfg = self
+        for key, value in dotted.items():
+            section, _, name = key.partition(".")
+            if not name:
+                cfg = replace(cfg, **{section: value})
+                continue
+            if not hasattr(cfg, section):
+                raise ConfigError(f"unknown config section {section!r} in {key!r}")
+            sub = getattr(cfg, section)
+            if not hasattr(sub, name):
+                raise ConfigError(f"unknown config field {key!r}")
+            cfg = replace(cfg, **{section: replace(sub, **{name: value})})
+        return cfg
+
+
+PRESETS: dict[str, EditConfig] = {
+    # Faithful DragDiffusion: paper/reference defaults, fp32 maths.
+    "dragdiffusion": EditConfig(),
+}
+
+
+def preset(name: str) -> EditConfig:
+    """Look up a named preset; unknown names are an error listing the known ones."""
+    try:
+        return PRESETS[name]
+    except KeyError:
+        raise ConfigError(f"unknown preset {name!r}; choose one of {sorted(PRESETS)}") from None
