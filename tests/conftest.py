@@ -1,0 +1,278 @@
+"""Shared fixtures: tiny random Stable-Diffusion-1.x pipelines built in code (no downloads).
+
+The pipeline has the SD-1.x block topology (3 cross-attention down blocks + a plain one, a cross-attention mid
+block, a plain up block + 3 cross-attention up blocks) at toy widths, a 4-latent-channel VAE with f = 4, a tiny CLIP
+text encoder and an offline byte-level CLIP tokenizer, and the SD-1.5 DDIM scheduler. Native size:
+``unet.sample_size (16) * vae_scale_factor (4) = 64`` px; the UNet needs sides that are multiples of 32 px.
+
+Fixtures (session-scoped ones are built once and saved once):
+- ``tiny_pipeline_dir``: a diffusers folder; load it with ``StableDiffusionPipeline.from_pretrained(dir)``.
+- ``tiny_single_file``: the same weights as one original-layout (LDM) ``.safetensors`` file; load it offline with
+  ``StableDiffusionPipeline.from_single_file(path, config=str(tiny_pipeline_dir), local_files_only=True)``.
+- ``tiny_pipeline``: a fresh fp32 CPU pipeline loaded from the folder (function-scoped: safe to mutate).
+- ``tiny_image``: a deterministic 60x44 RGB test picture (not a multiple of 8 on purpose).
+
+``build_tiny_pipeline(seed)`` is importable as ``from conftest import build_tiny_pipeline`` if a test needs one in
+memory. The text encoder and tokenizer use ``model_max_length = 16`` (not 77) so code that hard-codes 77 fails.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+TINY_MAX_LENGTH = 16  # tokenizer.model_max_length / max_position_embeddings of the tiny text encoder
+TINY_WORDS = ("a", "photo", "of", "the", "cat", "dog", "red", "blue", "circle", "square", "on", "background")
+
+
+def _bytes_to_unicode() -> dict[int, str]:
+    """GPT-2/CLIP byte -> printable unicode character table (the standard byte-level BPE alphabet)."""
+    keep = (
+        list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), 256))
+    )
+    chars = list(keep)
+    extra = 0
+    for b in range(256):
+        if b not in keep:
+            keep.append(b)
+            chars.append(256 + extra)
+            extra += 1
+    return {b: chr(c) for b, c in zip(keep, chars, strict=True)}
+
+
+def build_tiny_tokenizer():  # -> transformers.CLIPTokenizer
+    """A CLIP tokenizer with the 512 byte tokens, merges spelling ``TINY_WORDS`` and the two special tokens."""
+    from transformers import CLIPTokenizer
+
+    alphabet = list(_bytes_to_unicode().values())
+    vocab_list = alphabet + [c + "</w>" for c in alphabet]
+    merges: list[tuple[str, str]] = []
+    for word in TINY_WORDS:  # merge left to right: "c a" -> "ca", "ca t</w>" -> "cat</w>"
+        pieces = list(word[:-1]) + [word[-1] + "</w>"]
+        while len(pieces) > 1:
+            merged = pieces[0] + pieces[1]
+            if (pieces[0], pieces[1]) not in merges:
+                merges.append((pieces[0], pieces[1]))
+                vocab_list.append(merged)
+            pieces = [merged] + pieces[2:]
+    vocab_list += ["<|startoftext|>", "<|endoftext|>"]
+    vocab = {tok: i for i, tok in enumerate(dict.fromkeys(vocab_list))}
+    return CLIPTokenizer(vocab=vocab, merges=merges, model_max_length=TINY_MAX_LENGTH)
+
+
+def build_tiny_pipeline(seed: int = 0):  # -> diffusers.StableDiffusionPipeline
+    """Random-weight SD-1.x-topology pipeline, fp32 on CPU, deterministic for a given seed."""
+    from diffusers import AutoencoderKL, DDIMScheduler, StableDiffusionPipeline, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    tokenizer = build_tiny_tokenizer()
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        unet = UNet2DConditionModel(
+            sample_size=16,
+            in_channels=4,
+            out_channels=4,
+            down_block_types=("CrossAttnDownBlock2D",) * 3 + ("DownBlock2D",),
+            up_block_types=("UpBlock2D",) + ("CrossAttnUpBlock2D",) * 3,
+            block_out_channels=(16, 16, 32, 32),
+            layers_per_block=1,
+            norm_num_groups=8,
+            cross_attention_dim=32,
+            attention_head_dim=2,  # SD-1.x's config calls the head count "attention_head_dim"
+        )
+        vae = AutoencoderKL(
+            in_channels=3,
+            out_channels=3,
+            down_block_types=("DownEncoderBlock2D",) * 3,
+            up_block_types=("UpDecoderBlock2D",) * 3,
+            block_out_channels=(8, 16, 16),
+            layers_per_block=1,
+            norm_num_groups=8,
+            latent_channels=4,
+            sample_size=64,
+            scaling_factor=0.3,  # deliberately not SD's 0.18215: code must read vae.config.scaling_factor
+        )
+        text_encoder = CLIPTextModel(
+            CLIPTextConfig(
+                vocab_size=len(tokenizer),
+                hidden_size=32,
+                intermediate_size=37,
+                num_attention_heads=4,
+                num_hidden_layers=2,
+                max_position_embeddings=TINY_MAX_LENGTH,
+                bos_token_id=tokenizer.bos_token_id,
+                eos_token_id=tokenizer.eos_token_id,
+                pad_token_id=tokenizer.pad_token_id,
+            )
+        )
+    scheduler = DDIMScheduler(  # SD-1.5's scheduler settings (SPEC §3)
+        num_train_timesteps=1000,
+        beta_start=0.00085,
+        beta_end=0.012,
+        beta_schedule="scaled_linear",
+        clip_sample=False,
+        set_alpha_to_one=False,
+        steps_offset=1,
+        timestep_spacing="leading",
+    )
+    pipe = StableDiffusionPipeline(
+        vae=vae,
+        text_encoder=text_encoder,
+        tokenizer=tokenizer,
+        unet=unet,
+        scheduler=scheduler,
+        safety_checker=None,
+        feature_extractor=None,
+        requires_safety_checker=False,
+    )
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+# --- original (LDM / CompVis) single-file layout ------------------------------------------------------------
+
+
+def _ldm_unet_names(layers_per_block: int, levels: int) -> list[tuple[str, str]]:
+    """(diffusers prefix, LDM prefix) pairs for the SD-1.x UNet, longest prefixes first."""
+    n = layers_per_block
+    pairs = [
+        ("time_embedding.linear_1.", "time_embed.0."),
+        ("time_embedding.linear_2.", "time_embed.2."),
+        ("conv_in.", "input_blocks.0.0."),
+        ("conv_norm_out.", "out.0."),
+        ("conv_out.", "out.2."),
+        ("mid_block.attentions.0.", "middle_block.1."),
+        ("mid_block.resnets.0.", "middle_block.0."),
+        ("mid_block.resnets.1.", "middle_block.2."),
+    ]
+    for i in range(levels):
+        for j in range(n):
+            pairs.append((f"down_blocks.{i}.resnets.{j}.", f"input_blocks.{(n + 1) * i + j + 1}.0."))
+            pairs.append((f"down_blocks.{i}.attentions.{j}.", f"input_blocks.{(n + 1) * i + j + 1}.1."))
+        pairs.append((f"down_blocks.{i}.downsamplers.0.conv.", f"input_blocks.{(n + 1) * (i + 1)}.0.op."))
+        for j in range(n + 1):
+            pairs.append((f"up_blocks.{i}.resnets.{j}.", f"output_blocks.{(n + 1) * i + j}.0."))
+            pairs.append((f"up_blocks.{i}.attentions.{j}.", f"output_blocks.{(n + 1) * i + j}.1."))
+        up_slot = 1 if i == 0 else 2  # the first up level has no attention
+        pairs.append((f"up_blocks.{i}.upsamplers.0.", f"output_blocks.{(n + 1) * i + n}.{up_slot}."))
+    return pairs
+
+
+_LDM_RESNET = [
+    ("norm1.", "in_layers.0."),
+    ("conv1.", "in_layers.2."),
+    ("norm2.", "out_layers.0."),
+    ("conv2.", "out_layers.3."),
+    ("time_emb_proj.", "emb_layers.1."),
+    ("conv_shortcut.", "skip_connection."),
+]
+
+
+def _to_ldm_unet(
+    state: dict[str, torch.Tensor], layers_per_block: int, levels: int
+) -> dict[str, torch.Tensor]:
+    out: dict[str, torch.Tensor] = {}
+    names = _ldm_unet_names(layers_per_block, levels)
+    for key, value in state.items():
+        new = key
+        for dif, ldm in names:
+            if key.startswith(dif):
+                rest = key[len(dif) :]
+                if ".resnets." in dif:
+                    for a, b in _LDM_RESNET:
+                        rest = b + rest[len(a) :] if rest.startswith(a) else rest
+                new = ldm + rest
+                break
+        else:
+            raise KeyError(f"no LDM name for UNet key {key}")
+        out["model.diffusion_model." + new] = value
+    return out
+
+
+def _to_ldm_vae(state: dict[str, torch.Tensor], levels: int) -> dict[str, torch.Tensor]:
+    out: dict[str, torch.Tensor] = {}
+    attn = {"group_norm.": "norm.", "to_q.": "q.", "to_k.": "k.", "to_v.": "v.", "to_out.0.": "proj_out."}
+    for key, value in state.items():
+        new = key.replace("conv_norm_out.", "norm_out.").replace("conv_shortcut.", "nin_shortcut.")
+        for i in range(levels):
+            new = new.replace(f"encoder.down_blocks.{i}.resnets.", f"encoder.down.{i}.block.")
+            new = new.replace(f"encoder.down_blocks.{i}.downsamplers.0.", f"encoder.down.{i}.downsample.")
+            new = new.replace(f"decoder.up_blocks.{i}.resnets.", f"decoder.up.{levels - 1 - i}.block.")
+            new = new.replace(
+                f"decoder.up_blocks.{i}.upsamplers.0.", f"decoder.up.{levels - 1 - i}.upsample."
+            )
+        for j in range(2):
+            new = new.replace(f"mid_block.resnets.{j}.", f"mid.block_{j + 1}.")
+        if "mid_block.attentions.0." in new:
+            new = new.replace("mid_block.attentions.0.", "mid.attn_1.")
+            for a, b in attn.items():
+                new = new.replace(f"attn_1.{a}", f"attn_1.{b}")
+            if value.ndim == 2:  # LDM stores the VAE attention projections as 1x1 convolutions
+                value = value[:, :, None, None]
+        out["first_stage_model." + new] = value
+    return out
+
+
+def save_ldm_single_file(pipe, path: Path) -> Path:
+    """Write ``pipe``'s UNet, VAE and text encoder as one original-layout ``.safetensors`` checkpoint."""
+    from safetensors.torch import save_file
+
+    unet_cfg = pipe.unet.config
+    state: dict[str, torch.Tensor] = {}
+    state.update(
+        _to_ldm_unet(pipe.unet.state_dict(), unet_cfg.layers_per_block, len(unet_cfg.block_out_channels))
+    )
+    state.update(_to_ldm_vae(pipe.vae.state_dict(), len(pipe.vae.config.block_out_channels)))
+    for key, value in pipe.text_encoder.state_dict().items():
+        state["cond_stage_model.transformer.text_model." + key] = value
+    save_file({k: v.contiguous() for k, v in state.items()}, str(path))
+    return path
+
+
+# --- fixtures ----------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def tiny_pipeline_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A saved tiny SD-1.x pipeline (diffusers folder layout, fp32 safetensors)."""
+    path = tmp_path_factory.mktemp("tiny-sd") / "pipeline"
+    build_tiny_pipeline(seed=0).save_pretrained(path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_single_file(tiny_pipeline_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny pipeline's weights as a single original-layout ``.safetensors`` file (configs: tiny_pipeline_dir)."""
+    from diffusers import StableDiffusionPipeline
+
+    pipe = StableDiffusionPipeline.from_pretrained(tiny_pipeline_dir)
+    return save_ldm_single_file(pipe, tmp_path_factory.mktemp("tiny-sd-file") / "tiny-sd.safetensors")
+
+
+@pytest.fixture
+def tiny_pipeline(tiny_pipeline_dir: Path) -> Iterator:
+    """A fresh fp32 CPU copy of the tiny pipeline (function-scoped, so tests may add adapters etc.)."""
+    from diffusers import StableDiffusionPipeline
+
+    pipe = StableDiffusionPipeline.from_pretrained(tiny_pipeline_dir)
+    pipe.set_progress_bar_config(disable=True)
+    yield pipe
+
+
+def make_test_image(width: int = 60, height: int = 44) -> Image.Image:
+    """A deterministic picture: a gradient background with a bright disc left of centre."""
+    yy, xx = np.mgrid[0:height, 0:width].astype(np.float32)
+    rgb = np.stack([xx / max(width - 1, 1), yy / max(height - 1, 1), 0.5 + 0 * xx], axis=-1)
+    disc = (xx - width * 0.35) ** 2 + (yy - height * 0.5) ** 2 < (min(width, height) * 0.2) ** 2
+    rgb[disc] = (1.0, 0.9, 0.2)
+    return Image.fromarray((rgb * 255).round().astype(np.uint8), "RGB")
+
+
+@pytest.fixture
+def tiny_image() -> Image.Image:
+    return make_test_image()
