@@ -1,19 +1,19 @@
 """Shared fixtures: tiny random Stable-Diffusion-1.x pipelines built in code (no downloads).
 
-The pipeline has the SD-1.x block topology (3 cross-attention down blocks + a plain one, a cross-attention mid
-block, a plain up block + 3 cross-attention up blocks) at toy widths, a 4-latent-channel VAE with f = 4, a tiny CLIP
-text encoder and an offline byte-level CLIP tokenizer, and the SD-1.5 DDIM scheduler. Native size:
+The pipeline has the SD-1.x block topology (3 cross-attention down blocks + a plain one, a cross-attention
+mid block, a plain up block + 3 cross-attention up blocks) at toy widths, a 4-latent-channel VAE with f = 4, a
+tiny CLIP text encoder, an offline byte-level CLIP tokenizer, and the SD-1.5 DDIM scheduler. Native size:
 ``unet.sample_size (16) * vae_scale_factor (4) = 64`` px; the UNet needs sides that are multiples of 32 px.
 
 Fixtures (session-scoped ones are built once and saved once):
 - ``tiny_pipeline_dir``: a diffusers folder; load it with ``StableDiffusionPipeline.from_pretrained(dir)``.
-- ``tiny_single_file``: the same weights as one original-layout (LDM) ``.safetensors`` file; load it offline with
+- ``tiny_single_file``: the same weights as one original-layout (LDM) ``.safetensors`` file; load offline:
   ``StableDiffusionPipeline.from_single_file(path, config=str(tiny_pipeline_dir), local_files_only=True)``.
 - ``tiny_pipeline``: a fresh fp32 CPU pipeline loaded from the folder (function-scoped: safe to mutate).
 - ``tiny_image``: a deterministic 60x44 RGB test picture (not a multiple of 8 on purpose).
 
-``build_tiny_pipeline(seed)`` is importable as ``from conftest import build_tiny_pipeline`` if a test needs one in
-memory. The text encoder and tokenizer use ``model_max_length = 16`` (not 77) so code that hard-codes 77 fails.
+``build_tiny_pipeline(seed)`` is importable (``from conftest import build_tiny_pipeline``) if a test needs one
+in memory. The text encoder and tokenizer use ``model_max_length = 16`` (not 77): code hard-coding 77 fails.
 """
 
 from __future__ import annotations
@@ -46,7 +46,7 @@ def _bytes_to_unicode() -> dict[int, str]:
 
 
 def build_tiny_tokenizer():  # -> transformers.CLIPTokenizer
-    """A CLIP tokenizer with the 512 byte tokens, merges spelling ``TINY_WORDS`` and the two special tokens."""
+    """A CLIP tokenizer: the 512 byte tokens, merges spelling ``TINY_WORDS``, the two special tokens."""
     from transformers import CLIPTokenizer
 
     alphabet = list(_bytes_to_unicode().values())
@@ -247,7 +247,7 @@ def tiny_pipeline_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_single_file(tiny_pipeline_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The tiny pipeline's weights as a single original-layout ``.safetensors`` file (configs: tiny_pipeline_dir)."""
+    """The tiny weights as one original-layout ``.safetensors`` file (configs: tiny_pipeline_dir)."""
     from diffusers import StableDiffusionPipeline
 
     pipe = StableDiffusionPipeline.from_pretrained(tiny_pipeline_dir)
