@@ -1,0 +1,285 @@
+"""Files in and out: images, masks and drag instructions with clear errors; atomic writes; JSON records.
+
+Every reader raises ``InputError`` (a ``ValueError``) with a one-line message naming the file and the problem.
+Every writer writes a temporary file beside the target and ``os.replace``s it, so a failed write never leaves
+a partial file and an existing file is only ever replaced whole. No torch here.
+
+Masks: white (255) or 1 = editable, black (0) = keep. Grayscale, RGB (a pixel's brightest channel counts),
+RGBA/LA (the alpha channel when it varies, else the colour) and 16-bit PNGs are read. So that a mask saved as
+JPEG or resampled by an editor still loads, values 0-8 count as black and 247-255 as white; anything in
+between is an error naming the values, because guessing a threshold there would silently move the edit region.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import enum
+import json
+import logging
+import os
+import platform
+import tempfile
+from collections.abc import Iterator, Sequence
+from datetime import date, datetime
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from dragdiff.types import InputError, Point
+
+logger = logging.getLogger(__name__)
+
+PathLike = str | os.PathLike[str]
+
+BLACK_MAX = 8  # mask values 0..8 read as 0 (tolerates JPEG noise)
+WHITE_MIN = 247  # mask values 247..255 read as 1
+IMAGE_FORMATS: dict[str, str] = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP"}
+ANIMATION_FORMATS: dict[str, str] = {".gif": "GIF", ".webp": "WEBP"}
+VERSIONED_PACKAGES: tuple[str, ...] = ("torch", "diffusers", "transformers", "peft", "dragdiff")
+
+
+# --- reading ------------------------------------------------------------------------------------------
+
+
+def _open(path: PathLike, what: str) -> Image.Image:
+    """Open and fully decode an image file; InputError for a missing, unreadable or empty file."""
+    p = Path(path)
+    if not p.exists():
+        raise InputError(f"{what} not found: {p}")
+    if p.is_dir():
+        raise InputError(f"{what} {p} is a folder, not an image file")
+    try:
+        with Image.open(p) as im:
+            im.load()  # decode now so a truncated file fails here, not later
+            image = ImageOps.exif_transpose(im)  # phone photos: points refer to the upright picture
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
+        raise InputError(f"cannot read {what} {p}: {exc}") from None
+    if image.width == 0 or image.height == 0:
+        raise InputError(f"{what} {p} is empty ({image.width}x{image.height})")
+    return image
+
+
+def _to_8bit(image: Image.Image) -> Image.Image:
+    """16-bit and float grayscale -> 8-bit "L" (Pillow's own conversion clips instead of scaling)."""
+    if image.mode in ("I;16", "I;16B", "I;16L", "I"):
+        arr = np.asarray(image, dtype=np.float64)
+        peak = 65535.0 if image.mode.startswith("I;16") or arr.max(initial=0) > 255 else 255.0
+        return Image.fromarray(np.clip(np.round(arr * 255.0 / peak), 0, 255).astype(np.uint8), "L")
+    if image.mode == "F":
+        arr = np.asarray(image, dtype=np.float64)
+        scale = 255.0 if arr.max(initial=0) <= 1.0 else 1.0
+        return Image.fromarray(np.clip(np.round(arr * scale), 0, 255).astype(np.uint8), "L")
+    return image
+
+
+def load_image(path: PathLike) -> Image.Image:
+    """Read an image as RGB; transparent pixels are composited on white."""
+    image = _to_8bit(_open(path, "image"))
+    if image.mode == "P" and "transparency" in image.info:
+        image = image.convert("RGBA")
+    if image.mode in ("RGBA", "LA", "PA", "La", "RGBa"):
+        rgba = image.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(background, rgba).convert("RGB")
+    return image.convert("RGB")
+
+
+def _mask_channel(image: Image.Image) -> np.ndarray:
+    """The (H, W) uint8 channel that carries a mask: alpha if it varies, else the brightest colour channel."""
+    image = _to_8bit(image)
+    if image.mode == "P":
+        image = image.convert("RGBA")
+    if image.mode == "1":
+        image = image.convert("L")
+    if image.mode not in ("L", "LA", "RGB", "RGBA"):
+        image = image.convert("RGBA" if "A" in image.getbands() else "RGB")
+    arr = np.asarray(image, dtype=np.uint8)
+    if arr.ndim == 2:
+        return arr
+    if image.mode in ("LA", "RGBA"):
+        alpha = arr[..., -1]
+        if alpha.min() != alpha.max():
+            return alpha
+        arr = arr[..., :-1]
+    return arr.max(axis=-1)  # (H, W)
+
+
+def binarize_mask(values: np.ndarray, source: str = "mask") -> np.ndarray:
+    """(H, W) 0/1 or 0..255 values -> bool (True = editable), tolerating near-black/near-white noise."""
+    v = np.asarray(values)
+    if v.dtype == bool:
+        return v.copy()
+    uniq = np.unique(v)
+    if np.isin(uniq, (0, 1)).all():
+        return v == 1
+    bad = uniq[(uniq > BLACK_MAX) & (uniq < WHITE_MIN)]
+    if bad.size:
+        shown = ", ".join(str(int(x)) for x in bad[:5]) + (", ..." if bad.size > 5 else "")
+        raise InputError(
+            f"{source} is not black and white: found values {shown} "
+            f"(use 0 or 255, or 0 or 1; {BLACK_MAX + 1}..{WHITE_MIN - 1} are ambiguous)"
+        )
+    return v >= WHITE_MIN
+
+
+def load_mask(path: PathLike, size: tuple[int, int]) -> np.ndarray:
+    """Read an editable-region mask as an (H, W) bool array; ``size`` is the image's (width, height)."""
+    image = _open(path, "mask")
+    if image.size != tuple(size):
+        raise InputError(
+            f"mask {path} is {image.width}x{image.height} but the image is {size[0]}x{size[1]} (W x H)"
+        )
+    mask = binarize_mask(_mask_channel(image), source=f"mask {path}")
+    if not mask.any():
+        logger.warning("mask %s marks nothing as editable: the whole image will be held in place", path)
+    return mask
+
+
+def parse_drag(text: str) -> tuple[Point, Point]:
+    """Parse ``"X1,Y1:X2,Y2"`` (handle:target in image pixels) into two Points."""
+    parts = text.split(":")
+    if len(parts) != 2:
+        raise InputError(f"a drag must be 'X1,Y1:X2,Y2' (handle:target), got {text!r}")
+    try:
+        return Point.parse(parts[0]), Point.parse(parts[1])
+    except InputError:
+        raise InputError(f"a drag must be 'X1,Y1:X2,Y2' with numbers, got {text!r}") from None
+
+
+# --- writing ------------------------------------------------------------------------------------------
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    if a.resolve() == b.resolve():
+        return True
+    try:
+        return a.exists() and b.exists() and os.path.samefile(a, b)  # hard links
+    except OSError:
+        return False
+
+
+def check_output_path(output: PathLike, inputs: Sequence[PathLike]) -> Path:
+    """Fail before any work if ``output`` would overwrite an input or cannot be written; returns the Path."""
+    out = Path(output)
+    for src in inputs:
+        if src is not None and _same_file(out, Path(src)):
+            raise InputError(f"output {out} is the input file {src}: choose another output path")
+    if out.is_dir():
+        raise InputError(f"output {out} is a folder; give a file name")
+    folder = out.resolve().parent
+    if not folder.is_dir():
+        raise InputError(f"output folder {folder} does not exist")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise InputError(f"output folder {folder} is not writable")
+    return out
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+_FILE_MODE = 0o666 & ~_umask()  # what a plain open() would give a new file
+
+
+@contextlib.contextmanager
+def atomic_path(path: PathLike) -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; on success it replaces ``path``, on failure it is removed."""
+    target = Path(path)
+    fd, name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+    os.close(fd)
+    tmp = Path(name)
+    try:
+        yield tmp
+        os.chmod(tmp, _FILE_MODE)
+        os.replace(tmp, target)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_bytes(path: PathLike, data: bytes) -> None:
+    """Write ``data`` to ``path`` atomically (temporary file, fsync, os.replace)."""
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def _format_for(path: Path, formats: dict[str, str], what: str) -> str:
+    fmt = formats.get(path.suffix.lower())
+    if fmt is None:
+        raise InputError(f"cannot save {what} as {path.name!r}: use one of {', '.join(sorted(formats))}")
+    return fmt
+
+
+def atomic_save_image(image: Image.Image, path: PathLike) -> None:
+    """Save an image atomically; the format comes from the suffix (.png, .jpg/.jpeg, .webp)."""
+    target = Path(path)
+    fmt = _format_for(target, IMAGE_FORMATS, "an image")
+    options: dict[str, Any] = {"quality": 95} if fmt in ("JPEG", "WEBP") else {}
+    if fmt == "JPEG" and image.mode not in ("RGB", "L"):
+        image = image.convert("RGB")
+    with atomic_path(target) as tmp:
+        image.save(tmp, format=fmt, **options)
+
+
+def _json_default(obj: Any) -> Any:
+    """JSON for values dragdiff records hold: numpy/torch values, paths, dataclasses, enums, dates, sets."""
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return dataclasses.asdict(obj)
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if hasattr(obj, "tolist"):  # numpy arrays, torch tensors
+        return obj.tolist()
+    if isinstance(obj, os.PathLike):
+        return os.fspath(obj)
+    if isinstance(obj, enum.Enum):
+        return obj.value
+    if isinstance(obj, datetime | date):
+        return obj.isoformat()
+    if isinstance(obj, set | frozenset):
+        return sorted(obj, key=repr)
+    raise TypeError(f"cannot write a {type(obj).__name__} to JSON")
+
+
+def to_json(obj: Any) -> str:
+    """The JSON text ``atomic_write_json`` writes (indent 2, keys in insertion order, trailing newline)."""
+    return json.dumps(obj, indent=2, sort_keys=False, ensure_ascii=False, default=_json_default) + "\n"
+
+
+def atomic_write_json(path: PathLike, obj: Any) -> None:
+    """Write ``obj`` as JSON atomically; numpy values, Paths and dataclasses are converted."""
+    atomic_write_bytes(path, to_json(obj).encode("utf-8"))
+
+
+def save_animation(frames: Sequence[Image.Image], path: PathLike, fps: float = 8) -> None:
+    """Save frames as a looping animation (GIF, or animated WebP by suffix) atomically."""
+    if len(frames) == 0:
+        raise InputError(f"no frames to save as {path}")
+    if fps <= 0:
+        raise InputError(f"fps must be > 0, got {fps}")
+    target = Path(path)
+    fmt = _format_for(target, ANIMATION_FORMATS, "an animation")
+    size = frames[0].size
+    rgb = [f.convert("RGB") if f.size == size else f.convert("RGB").resize(size) for f in frames]
+    duration = max(1, round(1000 / fps))  # ms per frame
+    with atomic_path(target) as tmp:
+        rgb[0].save(tmp, format=fmt, save_all=True, append_images=rgb[1:], duration=duration, loop=0)
+
+
+def package_versions() -> dict[str, str]:
+    """Versions of the packages an edit depends on, for JSON records ("not installed" when absent)."""
+    versions: dict[str, str] = {}
+    for name in VERSIONED_PACKAGES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = "not installed"
+    versions["python"] = platform.python_version()
+    return versions
