@@ -17,19 +17,20 @@ from torch import Tensor
 PREDICTION_TYPES: tuple[str, ...] = ("epsilon", "v_prediction", "sample")
 
 
-def _alpha(alpha: Tensor | float, like: Tensor) -> Tensor:
-    a = torch.as_tensor(alpha, dtype=like.dtype, device=like.device)
+def _coefficients(alpha: Tensor | float, like: Tensor) -> tuple[Tensor, Tensor]:
+    """(√ᾱ, √(1-ᾱ)) in ``like``'s dtype, computed in at least fp32; a 1-D ᾱ gives one value per batch item."""
+    work = torch.promote_types(like.dtype, torch.float32)
+    a = torch.as_tensor(alpha).to(device=like.device, dtype=work)
     if a.dim() == 1 and a.numel() > 1:  # one alpha per batch item
         a = a.reshape(-1, *([1] * (like.dim() - 1)))  # (B, 1, 1, 1)
-    return a
+    return a.sqrt().to(like.dtype), (1 - a).sqrt().to(like.dtype)
 
 
 def predict_x0_eps(
     sample: Tensor, model_output: Tensor, alpha: Tensor | float, prediction_type: str = "epsilon"
 ) -> tuple[Tensor, Tensor]:
     """(x̂_0, ε) from the model output at noise level ᾱ, for any of ``PREDICTION_TYPES``."""
-    a = _alpha(alpha, sample)
-    sa, sb = a.sqrt(), (1 - a).sqrt()
+    sa, sb = _coefficients(alpha, sample)
     if prediction_type == "epsilon":
         return (sample - sb * model_output) / sa, model_output
     if prediction_type == "v_prediction":
@@ -48,5 +49,5 @@ def ddim_transfer(
 ) -> Tensor:
     """DDIM Eq. 12 (η = 0): move ``sample`` from noise level ᾱ_from to ᾱ_to using the model's prediction."""
     x0, eps = predict_x0_eps(sample, model_output, alpha_from, prediction_type)
-    a_to = _alpha(alpha_to, sample)
-    return a_to.sqrt() * x0 + (1 - a_to).sqrt() * eps
+    sa_to, sb_to = _coefficients(alpha_to, sample)
+    return sa_to * x0 + sb_to * eps
