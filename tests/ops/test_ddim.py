@@ -60,3 +60,13 @@ def test_float_alphas_per_batch_alphas_and_gradients():
 def test_unknown_prediction_type_is_named():
     with pytest.raises(ValueError, match="'flow'"):
         ddim_transfer(torch.zeros(1), torch.zeros(1), 0.5, 0.6, prediction_type="flow")
+
+
+def test_half_precision_samples_stay_half_and_close_to_fp32():
+    acp = _sd15_scheduler("epsilon").alphas_cumprod
+    gen = torch.Generator().manual_seed(3)
+    x, eps = torch.randn(1, 4, 8, 8, generator=gen), torch.randn(1, 4, 8, 8, generator=gen)
+    full = ddim_transfer(x, eps, acp[681], acp[661])
+    half = ddim_transfer(x.bfloat16(), eps.bfloat16(), acp[681], acp[661])
+    assert half.dtype == torch.bfloat16
+    torch.testing.assert_close(half.float(), full, rtol=2e-2, atol=2e-2)
