@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import torch
 
-from dragdiff.ops import track_points
+from dragdiff.ops import features_at, track_points
 
 
 def _brute_force(features, reference, handles, r_p):
@@ -66,3 +66,16 @@ def test_r_p_zero_keeps_handles_and_dtype_follows_handles(coord_map):
     handles = torch.tensor([[2.0, 3.0]], dtype=torch.float64)
     out = track_points(feats, torch.tensor([[0.0, 0.0]], dtype=torch.float64), handles, r_p=0)
     assert out.tolist() == [[2.0, 3.0]] and out.dtype == torch.float64
+
+
+def test_features_at_reads_grid_points_for_the_reference(coord_map, gen):
+    feats = coord_map(9, 11)
+    assert features_at(feats, torch.tensor([[3.0, 4.0], [8.0, 10.0], [20.0, -1.0]])).tolist() == [
+        [3.0, 4.0],
+        [8.0, 10.0],
+        [8.0, 0.0],  # clamped into the grid
+    ]
+    random = torch.randn(1, 8, 12, 12, generator=gen)
+    handles = torch.tensor([[2.0, 9.0], [10.0, 4.0]])
+    moved = handles + torch.tensor([[1.0, -2.0], [-3.0, 0.0]])
+    assert torch.equal(track_points(random, features_at(random, moved), handles, r_p=3), moved)

@@ -8,10 +8,11 @@ from dragdiff.ops.masks import mask_term, resize_mask
 from dragdiff.ops.motion import motion_loss, reached
 from dragdiff.ops.patches import sample_patches
 from dragdiff.ops.points import grid_to_image, image_to_grid, work_size
-from dragdiff.ops.tracking import track_points
+from dragdiff.ops.tracking import features_at, track_points
 
 __all__ = [
     "ddim_transfer",
+    "features_at",
     "grid_to_image",
     "image_to_grid",
     "mask_term",

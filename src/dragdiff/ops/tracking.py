@@ -13,6 +13,17 @@ from torch import Tensor
 from dragdiff.ops.patches import patch_offsets
 
 
+def features_at(features: Tensor, points: Tensor) -> Tensor:
+    """f_i = F_{h_i}: (N, C) features of a (1, C, H, W) map at (N, 2) (row, col) grid points (rounded).
+
+    Use it on F0 at the original handles to get the ``reference`` of ``track_points``.
+    """
+    _, _, h, w = features.shape
+    pts = points.detach().round().to(device=features.device, dtype=torch.long)  # (N, 2)
+    rows, cols = pts[:, 0].clamp(0, h - 1), pts[:, 1].clamp(0, w - 1)
+    return features[0, :, rows, cols].T  # (N, C)
+
+
 def track_points(features: Tensor, reference: Tensor, handles: Tensor, r_p: int) -> Tensor:
     """Eq. 4: (1, C, H, W) features, (N, C) reference, (N, 2) (row, col) handles -> new (N, 2) handles.
 
@@ -24,7 +35,7 @@ def track_points(features: Tensor, reference: Tensor, handles: Tensor, r_p: int)
     _, c, h, w = features.shape
     n = handles.shape[0]
     work = torch.promote_types(features.dtype, torch.float32)  # L1 sums over C in at least fp32
-    feats = features.detach()[0].reshape(c, h * w).to(work)  # (C, H*W)
+    feats = features.detach()[0].reshape(c, h * w)  # (C, H*W), a view: only the candidates get copied
     centre = handles.detach().round().to(device=features.device, dtype=torch.long)  # (N, 2)
     offsets = patch_offsets(r_p, centre).reshape(-1, 2)  # (K, 2), K = (2r_p+1)^2
     cand = centre[:, None, :] + offsets[None]  # (N, K, 2)
@@ -32,7 +43,7 @@ def track_points(features: Tensor, reference: Tensor, handles: Tensor, r_p: int)
     # the distinct ones is kept, so argmin picks what a scan of the clipped window would pick
     rows = cand[..., 0].clamp(0, h - 1)  # (N, K)
     cols = cand[..., 1].clamp(0, w - 1)  # (N, K)
-    cand_feats = feats[:, (rows * w + cols).reshape(-1)].reshape(c, n, -1)  # (C, N, K)
+    cand_feats = feats[:, (rows * w + cols).reshape(-1)].reshape(c, n, -1).to(work)  # (C, N, K)
     ref = reference.detach().to(device=features.device, dtype=work).T[:, :, None]  # (C, N, 1)
     dist = (cand_feats - ref).abs().sum(dim=0)  # (N, K)
     best = dist.argmin(dim=1, keepdim=True)  # (N, 1)
