@@ -1,0 +1,261 @@
+"""Loading a Stable Diffusion (1.x-style) pipeline from wherever the user keeps it.
+
+``load_pipeline(model)`` accepts:
+- ``None``: the embedded default model shipped in ``dragdiff/assets/model/`` (a diffusers folder);
+- a local diffusers folder (with ``model_index.json``);
+- a single ``.safetensors`` / ``.ckpt`` checkpoint in the original (LDM) layout; its configs come from
+  ``config=`` (a diffusers folder of the same architecture) or else from the local Hugging Face cache;
+- a Hugging Face hub id (``owner/name``): the local cache is tried first, then the hub, but only after a short
+  connectivity check, so an unreachable hub fails in seconds with a message saying how to use a local copy.
+
+The scheduler is always replaced by DDIM with SPEC §3's settings (``inversion.ddim_scheduler``). Problems
+raise ``ModelLoadError`` (a ``ValueError``) naming the path and the reason.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+import torch
+
+from dragdiff.diffusion.inversion import ddim_scheduler
+
+logger = logging.getLogger(__name__)
+
+EMBEDDED_MODEL_DIR = Path(__file__).resolve().parent.parent / "assets" / "model"
+SINGLE_FILE_SUFFIXES = (".safetensors", ".ckpt")
+_REQUIRED_COMPONENTS = ("unet", "vae", "text_encoder", "tokenizer")
+_HUB_CHECK_TIMEOUT_S = 3.0
+
+
+class ModelLoadError(ValueError):
+    """The model could not be loaded; the message names the path or id and the reason."""
+
+
+def resolve_device(device: str | torch.device | None) -> torch.device:
+    """``None`` -> CUDA if present else CPU; otherwise the given device (checked to exist)."""
+    if device is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(device)
+    except RuntimeError as exc:
+        raise ModelLoadError(f"unknown device {device!r}: {exc}") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ModelLoadError(f"device {device!r} requested but CUDA is not available here")
+    return dev
+
+
+_DTYPES = {"fp32": torch.float32, "float32": torch.float32, "fp16": torch.float16, "float16": torch.float16,
+           "bf16": torch.bfloat16, "bfloat16": torch.bfloat16}  # fmt: skip
+
+
+def resolve_dtype(dtype: str | torch.dtype | None, device: torch.device) -> torch.dtype:
+    """``None`` -> fp16 on CUDA, fp32 elsewhere; strings like ``"fp16"``/``"bf16"`` are accepted."""
+    if dtype is None:
+        return torch.float16 if device.type == "cuda" else torch.float32
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    try:
+        return _DTYPES[str(dtype).lower()]
+    except KeyError:
+        raise ModelLoadError(f"unknown dtype {dtype!r}; choose one of {sorted(_DTYPES)}") from None
+
+
+def native_size(pipe: Any) -> int:
+    """The model's native image side in pixels: ``unet.config.sample_size * vae_scale_factor``."""
+    return int(pipe.unet.config.sample_size) * int(pipe.vae_scale_factor)
+
+
+def size_multiple(pipe: Any) -> int:
+    """Image sides must be multiples of this: the VAE factor times the UNet's total downsampling."""
+    return int(pipe.vae_scale_factor) * 2 ** (len(pipe.unet.config.block_out_channels) - 1)
+
+
+def model_identity(pipe: Any) -> str:
+    """A short string naming the loaded weights (path or id, else a fingerprint of a few weight tensors)."""
+    name = str(getattr(pipe, "_dragdiff_model_id", "") or pipe.config.get("_name_or_path", "") or "")
+    if name:
+        return name
+    import hashlib
+
+    h = hashlib.sha256()
+    for tensor in (pipe.unet.conv_in.weight, pipe.unet.conv_out.weight, pipe.vae.decoder.conv_out.weight):
+        h.update(tensor.detach().float().cpu().numpy().tobytes())
+    return "in-memory:" + h.hexdigest()[:16]
+
+
+def load_pipeline(
+    model: str | os.PathLike[str] | None = None,
+    *,
+    vae: str | os.PathLike[str] | None = None,
+    device: str | torch.device | None = None,
+    dtype: str | torch.dtype | None = None,
+    config: str | os.PathLike[str] | None = None,
+) -> Any:
+    """Load a ``StableDiffusionPipeline`` (DDIM scheduler, no safety checker) on ``device`` in ``dtype``.
+
+    ``config`` is only used for single-file checkpoints: a diffusers folder holding the matching configs.
+    """
+    from diffusers import StableDiffusionPipeline
+
+    dev = resolve_device(device)
+    dt = resolve_dtype(dtype, dev)
+    kwargs: dict[str, Any] = dict(safety_checker=None, requires_safety_checker=False, torch_dtype=dt)
+    if model is None:
+        if not (EMBEDDED_MODEL_DIR / "model_index.json").is_file():
+            raise ModelLoadError(
+                f"embedded model not found at {EMBEDDED_MODEL_DIR}; pass a model with --model "
+                "(a diffusers folder, a .safetensors/.ckpt file or a hub id)"
+            )
+        model = EMBEDDED_MODEL_DIR
+    source = str(model)
+    path = Path(source).expanduser()
+    if path.is_dir():
+        _check_pipeline_folder(path)
+        pipe = _wrap(
+            source, lambda: StableDiffusionPipeline.from_pretrained(path, local_files_only=True, **kwargs)
+        )
+    elif path.is_file():
+        pipe = _load_single_file(path, config, kwargs)
+    elif path.suffix in SINGLE_FILE_SUFFIXES or source.startswith((".", "/", "~")) or source.count("/") != 1:
+        raise ModelLoadError(f"model {source!r}: no such file or folder")
+    else:
+        pipe = _load_from_hub(source, kwargs)
+    _check_pipeline(pipe, source)
+    if vae is not None:
+        pipe.vae = _load_vae(Path(vae).expanduser(), dt)
+    pipe.scheduler = ddim_scheduler(pipe.scheduler.config)
+    pipe._dragdiff_model_id = source
+    pipe.set_progress_bar_config(disable=True)
+    return pipe.to(dev)
+
+
+def _wrap(source: str, load: Any) -> Any:
+    """Run a diffusers load and turn its errors into one ModelLoadError naming the source."""
+    try:
+        return load()
+    except ModelLoadError:
+        raise
+    except (OSError, ValueError, KeyError, RuntimeError, TypeError, AttributeError, ImportError) as exc:
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ModelLoadError(f"could not load model {source!r}: {reason}") from exc
+
+
+def _check_pipeline_folder(path: Path) -> None:
+    index = path / "model_index.json"
+    if not index.is_file():
+        raise ModelLoadError(f"{path} is not a Stable Diffusion pipeline: no model_index.json in the folder")
+    import json
+
+    try:
+        spec = json.loads(index.read_text())
+    except (OSError, ValueError) as exc:
+        raise ModelLoadError(
+            f"{path} is not a Stable Diffusion pipeline: unreadable model_index.json ({exc})"
+        ) from None
+    missing = [c for c in _REQUIRED_COMPONENTS if not spec.get(c) or spec.get(c) == [None, None]]
+    if missing:
+        raise ModelLoadError(
+            f"{path} is not a Stable Diffusion pipeline: model_index.json has no {', '.join(missing)} "
+            f"(class {spec.get('_class_name', '?')})"
+        )
+    if "text_encoder_2" in spec or "transformer" in spec:
+        raise ModelLoadError(
+            f"{path} is a {spec.get('_class_name', 'non-SD-1.x')} pipeline; dragdiff needs a Stable "
+            "Diffusion 1.x/2.x-style pipeline (one UNet, one text encoder)"
+        )
+
+
+def _check_pipeline(pipe: Any, source: str) -> None:
+    from diffusers import UNet2DConditionModel
+
+    if not isinstance(getattr(pipe, "unet", None), UNet2DConditionModel):
+        raise ModelLoadError(f"{source} is not a Stable Diffusion pipeline: its denoiser is not a UNet")
+    if not any(getattr(b, "attentions", None) for b in pipe.unet.up_blocks):
+        raise ModelLoadError(
+            f"{source} is not a Stable Diffusion pipeline: the UNet decoder has no attention"
+        )
+    if int(pipe.vae.config.latent_channels) != int(pipe.unet.config.in_channels):
+        raise ModelLoadError(
+            f"{source}: the VAE has {pipe.vae.config.latent_channels} latent channels but the UNet takes "
+            f"{pipe.unet.config.in_channels}"
+        )
+
+
+def _load_single_file(path: Path, config: str | os.PathLike[str] | None, kwargs: dict[str, Any]) -> Any:
+    from diffusers import StableDiffusionPipeline
+
+    if path.suffix not in SINGLE_FILE_SUFFIXES:
+        raise ModelLoadError(
+            f"{path} is not a Stable Diffusion checkpoint: expected a folder, a .safetensors or a .ckpt file"
+        )
+    extra: dict[str, Any] = {"local_files_only": True}
+    if config is not None:
+        cfg = Path(config).expanduser()
+        _check_pipeline_folder(cfg)
+        extra["config"] = str(cfg)
+    try:
+        return StableDiffusionPipeline.from_single_file(str(path), **extra, **kwargs)
+    except Exception as exc:  # diffusers raises many kinds here (hub lookups, key errors, shape mismatches)
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        hint = (
+            "" if config is not None else "; pass the matching diffusers config folder (--model-config DIR)"
+        )
+        raise ModelLoadError(
+            f"could not load {path} as a Stable Diffusion checkpoint: {reason}{hint}"
+        ) from exc
+
+
+def _hub_reachable(timeout: float = _HUB_CHECK_TIMEOUT_S) -> bool:
+    """True if a TCP connection to the hub endpoint opens within ``timeout`` (DNS included)."""
+    if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes"):
+        return False
+    url = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co"))
+    host, port = url.hostname or "huggingface.co", url.port or (443 if url.scheme == "https" else 80)
+    ok = threading.Event()
+
+    def probe() -> None:
+        try:
+            socket.create_connection((host, port), timeout=timeout).close()
+            ok.set()
+        except OSError:
+            pass
+
+    thread = threading.Thread(target=probe, daemon=True)  # getaddrinfo has no timeout of its own
+    thread.start()
+    thread.join(timeout)
+    return ok.is_set()
+
+
+def _load_from_hub(repo_id: str, kwargs: dict[str, Any]) -> Any:
+    from diffusers import StableDiffusionPipeline
+
+    try:  # a copy in the local Hugging Face cache needs no network
+        return StableDiffusionPipeline.from_pretrained(repo_id, local_files_only=True, **kwargs)
+    except Exception as exc:  # not cached (diffusers raises OSError/EnvironmentError or ValueError)
+        logger.debug("hub id %s not in the local cache: %s", repo_id, exc)
+    if not _hub_reachable():
+        raise ModelLoadError(
+            f"model {repo_id!r} is not a local path and the Hugging Face hub cannot be reached; download the "
+            "model elsewhere and pass its folder (--model /path/to/folder) or a .safetensors file"
+        )
+    return _wrap(repo_id, lambda: StableDiffusionPipeline.from_pretrained(repo_id, **kwargs))
+
+
+def _load_vae(path: Path, dtype: torch.dtype) -> Any:
+    from diffusers import AutoencoderKL
+
+    if path.is_dir():
+        sub = path / "vae" if (path / "vae" / "config.json").is_file() else path
+        if not (sub / "config.json").is_file():
+            raise ModelLoadError(f"VAE {path}: no config.json (expected a diffusers AutoencoderKL folder)")
+        return _wrap(str(path), lambda: AutoencoderKL.from_pretrained(sub, torch_dtype=dtype))
+    if path.is_file() and path.suffix in SINGLE_FILE_SUFFIXES:
+        return _wrap(str(path), lambda: AutoencoderKL.from_single_file(str(path), torch_dtype=dtype))
+    raise ModelLoadError(f"VAE {path}: no such folder or .safetensors/.ckpt file")

@@ -1,0 +1,253 @@
+"""Identity-preserving LoRA (paper §3.2, §4.1; SPEC §2): train, install, cache.
+
+The LoRA is fitted to the one input image so that inversion and denoising reproduce it. Recipe (SPEC §2):
+rank r = 16, α = r, on ``to_q, to_k, to_v, to_out.0`` of every UNet attention; A ~ N(0, 1/r), B = 0; AdamW
+(lr 5e-4 constant, weight decay 1e-2), 80 steps of a batch of 4 independent random augmentations of the
+image (resize the short side to the native size, random square crop); z_0 = VAE posterior *sample* ×
+scaling_factor; t ~ U{0..T−1}; loss = MSE(ε_θ(√ᾱ_t z_0 + √(1−ᾱ_t) ε, t, c), ε) (v-target for v-prediction
+models). Frozen base in the pipeline's dtype; the LoRA parameters in fp32.
+
+Adapters are cached by ``lora_cache_key`` (image pixels at work size, prompt, model identity, LoRA config) in
+memory (LRU) and on disk in diffusers' LoRA format, so ``pipe.load_lora_weights(dir)`` loads one too.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import logging
+import os
+import shutil
+import tempfile
+from collections import OrderedDict
+from collections.abc import Generator, Iterator
+from contextlib import contextmanager, nullcontext
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from dragdiff.config import LoraConfig
+from dragdiff.diffusion.inversion import encode_prompt, image_to_tensor
+from dragdiff.types import ProgressEvent
+
+logger = logging.getLogger(__name__)
+
+ADAPTER = "dragdiff_identity"
+WEIGHT_NAME = "pytorch_lora_weights.safetensors"  # diffusers' default LoRA file name
+LoraState = dict[str, Tensor]  # peft state dict of the adapter (keys without the adapter name), CPU fp32
+
+
+def default_cache_dir() -> Path:
+    """``$DRAGDIFF_CACHE/lora`` if set, else ``~/.cache/dragdiff/lora``."""
+    root = os.environ.get("DRAGDIFF_CACHE")
+    return Path(root).expanduser() / "lora" if root else Path.home() / ".cache" / "dragdiff" / "lora"
+
+
+def peft_config(cfg: LoraConfig) -> Any:
+    """The peft ``LoraConfig`` for SPEC §2 (Gaussian A with std 1/r, zero B)."""
+    from peft import LoraConfig as PeftLoraConfig
+
+    return PeftLoraConfig(
+        r=cfg.rank,
+        lora_alpha=cfg.scale_alpha,  # type: ignore[arg-type]  # peft accepts a float alpha
+        init_lora_weights="gaussian",
+        target_modules=list(cfg.target_modules),
+    )
+
+
+def lora_cache_key(image: Any, prompt: str, model_id: str, cfg: LoraConfig) -> str:
+    """sha256 over the work-size image pixels, the prompt, the model identity and the LoRA config."""
+    h = hashlib.sha256()
+    arr = np.ascontiguousarray(np.asarray(image.convert("RGB"), dtype=np.uint8))
+    h.update(f"{arr.shape}".encode())
+    h.update(arr.tobytes())
+    meta = {"prompt": prompt, "model": model_id, "lora": dataclasses.asdict(cfg), "format": 1}
+    h.update(json.dumps(meta, sort_keys=True, default=str).encode())
+    return h.hexdigest()
+
+
+# --- installing an adapter ---------------------------------------------------------------------------------
+
+
+@contextmanager
+def lora_adapter(
+    unet: Any, cfg: LoraConfig, state: LoraState | None = None, generator: torch.Generator | None = None
+) -> Iterator[list[torch.nn.Parameter]]:
+    """Add the identity adapter to ``unet`` for the ``with`` block; yield its (fp32) parameters.
+
+    ``state`` loads trained weights; otherwise A is drawn from N(0, 1/r) with ``generator`` and B is zero.
+    On exit the adapter is removed again, leaving the base UNet as it was.
+    """
+    from peft import set_peft_model_state_dict
+
+    had_adapters = bool(getattr(unet, "peft_config", None))
+    unet.add_adapter(peft_config(cfg), adapter_name=ADAPTER)
+    try:
+        params = [p for n, p in unet.named_parameters() if f".{ADAPTER}." in n]
+        for p in params:
+            p.data = p.data.float()  # LoRA parameters in fp32, base stays in the pipeline dtype
+        if state is not None:
+            result = set_peft_model_state_dict(unet, state, adapter_name=ADAPTER)
+            unexpected = list(getattr(result, "unexpected_keys", None) or [])
+            if unexpected:
+                raise ValueError(f"cached LoRA does not fit this UNet: {unexpected[:3]} …")
+        else:
+            gen = generator or torch.Generator().manual_seed(cfg.seed)
+            for name, p in unet.named_parameters():
+                if f"lora_A.{ADAPTER}." in name:
+                    p.data.copy_(torch.randn(p.shape, generator=gen) / cfg.rank)  # std 1/r (SPEC §2)
+        yield params
+    finally:
+        if had_adapters:
+            unet.delete_adapters(ADAPTER)
+        else:
+            unet.unload_lora()  # unwraps the peft layers: the base UNet is exactly as before
+
+
+def adapter_state(unet: Any) -> LoraState:
+    """The current identity adapter's weights as a CPU fp32 state dict."""
+    from peft import get_peft_model_state_dict
+
+    state = get_peft_model_state_dict(unet, adapter_name=ADAPTER)
+    return {k: v.detach().float().cpu().clone() for k, v in state.items()}
+
+
+# --- training --------------------------------------------------------------------------------------------
+
+
+def random_crops(pixels: Tensor, side: int, count: int, generator: torch.Generator) -> Tensor:
+    """``count`` augmentations of (1, 3, H, W): short side resized to ``side``, then a random side² crop."""
+    _, _, h, w = pixels.shape
+    scale = side / min(h, w)
+    nh, nw = max(side, round(h * scale)), max(side, round(w * scale))
+    big = F.interpolate(pixels, size=(nh, nw), mode="bilinear", align_corners=False, antialias=True)
+    tops = torch.randint(0, nh - side + 1, (count,), generator=generator).tolist()
+    lefts = torch.randint(0, nw - side + 1, (count,), generator=generator).tolist()
+    return torch.cat(
+        [big[:, :, t : t + side, s : s + side] for t, s in zip(tops, lefts, strict=True)]
+    )  # (B,3,S,S)
+
+
+def train_lora(
+    pipe: Any, image: Any, prompt: str, cfg: LoraConfig, side: int, autocast_dtype: torch.dtype | None = None
+) -> Generator[ProgressEvent, None, LoraState]:
+    """Fit the identity LoRA to ``image`` (PIL, work size); yields one event per step, returns the weights.
+
+    ``side`` is the crop size of the augmentations (the model's native size). The adapter is removed again
+    before this returns; install the returned weights with ``lora_adapter(unet, cfg, state)``.
+    """
+    unet, vae, scheduler = pipe.unet, pipe.vae, pipe.scheduler
+    device = unet.device
+    gen = torch.Generator().manual_seed(cfg.seed)  # CPU generator: same draws on every device
+    pixels = image_to_tensor(image)  # (1, 3, H, W) in [-1, 1]
+    cond = encode_prompt(pipe, prompt).expand(cfg.batch_size, -1, -1)  # (B, L, D)
+    t_max = scheduler.config.num_train_timesteps
+    unet.requires_grad_(False)
+    amp = torch.autocast(device.type, dtype=autocast_dtype) if autocast_dtype else nullcontext()
+    with lora_adapter(unet, cfg, generator=gen) as params:
+        for p in params:
+            p.requires_grad_(True)
+        opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+        for step in range(cfg.steps):
+            batch = random_crops(pixels, side, cfg.batch_size, gen).to(device=device, dtype=vae.dtype)
+            with torch.no_grad():
+                z0 = vae.encode(batch).latent_dist.sample(generator=gen).float() * vae.config.scaling_factor
+            noise = torch.randn(z0.shape, generator=gen).to(device)  # (B, 4, h, w)
+            t = torch.randint(0, t_max, (cfg.batch_size,), generator=gen).to(device)  # t ~ U{0..T-1}
+            noisy = scheduler.add_noise(z0, noise, t)
+            target = (
+                noise
+                if scheduler.config.prediction_type == "epsilon"
+                else scheduler.get_velocity(z0, noise, t)
+            )
+            with amp:
+                pred = unet(noisy.to(unet.dtype) if autocast_dtype is None else noisy, t, cond).sample
+            loss = F.mse_loss(pred.float(), target.float())
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            yield ProgressEvent(phase="lora", step=step + 1, total=cfg.steps, loss=float(loss.detach()))
+        state = adapter_state(unet)
+    unet.requires_grad_(False)
+    return state
+
+
+# --- caching ---------------------------------------------------------------------------------------------
+
+
+class LoraCache:
+    """Trained adapters by key: an in-memory LRU in front of a directory of diffusers-format LoRA folders."""
+
+    def __init__(self, directory: str | os.PathLike[str] | None = None, capacity: int = 8) -> None:
+        self.directory = Path(directory).expanduser() if directory is not None else default_cache_dir()
+        self.capacity = capacity
+        self._memory: OrderedDict[str, LoraState] = OrderedDict()
+
+    def path(self, key: str) -> Path:
+        return self.directory / key
+
+    def get(self, key: str) -> LoraState | None:
+        if key in self._memory:
+            self._memory.move_to_end(key)
+            return self._memory[key]
+        file = self.path(key) / WEIGHT_NAME
+        if not file.is_file():
+            return None
+        state = load_lora_file(file)
+        if state is None:
+            return None
+        self._remember(key, state)
+        return state
+
+    def put(self, key: str, state: LoraState, cfg: LoraConfig) -> None:
+        self._remember(key, state)
+        try:
+            save_lora(self.path(key), state, cfg)
+        except OSError as exc:  # an unwritable cache must not fail the edit
+            logger.warning("could not write the LoRA cache at %s: %s", self.path(key), exc)
+
+    def _remember(self, key: str, state: LoraState) -> None:
+        self._memory[key] = state
+        self._memory.move_to_end(key)
+        while len(self._memory) > self.capacity:
+            self._memory.popitem(last=False)
+
+
+def save_lora(directory: Path, state: LoraState, cfg: LoraConfig) -> Path:
+    """Write ``state`` in diffusers' LoRA format into ``directory`` (atomically: temp folder + rename)."""
+    from diffusers import StableDiffusionPipeline
+
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
+    try:
+        metadata = peft_config(cfg).to_dict()
+        StableDiffusionPipeline.save_lora_weights(
+            tmp, unet_lora_layers=state, weight_name=WEIGHT_NAME, unet_lora_adapter_metadata=metadata
+        )
+        (tmp / "dragdiff_lora.json").write_text(json.dumps(dataclasses.asdict(cfg), indent=2))
+        if directory.exists():  # another process wrote the same key: keep theirs
+            shutil.rmtree(tmp)
+        else:
+            os.replace(tmp, directory)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return directory
+
+
+def load_lora_file(file: Path) -> LoraState | None:
+    """Read a saved adapter back (keys without diffusers' ``unet.`` prefix); None if unreadable."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    try:
+        raw = load_file(str(file))
+    except (OSError, SafetensorError) as exc:
+        logger.warning("ignoring unreadable cached LoRA %s: %s", file, exc)
+        return None
+    return {k.removeprefix("unet."): v.float() for k, v in raw.items()}

@@ -1,0 +1,553 @@
+"""``DragEditor``: the DragDiffusion orchestrator (paper §3; SPEC §1–§6).
+
+An edit runs as numbered steps, each a method below:
+    1. prepare     work size, resized image, points on the supervision grid, mask at latent size, prompt
+    2. LoRA        identity-preserving LoRA, trained once per (image, prompt, model, config) and cached (§2)
+    3. inversion   DDIM inversion to z_t (§3), or the stored latent of a generated image (§6)
+    4. drag        latent optimisation: motion supervision + point tracking (§4, Eq. 3–4)
+    5. denoise     [z_t, ẑ_t] with reference-latent control (§5)
+    6. decode      the edited branch, resized back to the input size
+``iter_edit`` streams a ``ProgressEvent`` per step and honours a stop flag; ``edit`` runs it to the end.
+Generated-image mode (``edit(GeneratedImage, …)``) skips steps 2–3 and keeps classifier-free guidance.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from collections.abc import Generator, Iterator
+from contextlib import nullcontext
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from torch import Tensor
+
+from dragdiff.config import ConfigError, EditConfig, GenerateConfig
+from dragdiff.diffusion.attention import controlled_layers, reference_control
+from dragdiff.diffusion.features import capture_up_block
+from dragdiff.diffusion.generate import GeneratedImage, generate
+from dragdiff.diffusion.inversion import (
+    alpha_at,
+    ddim_scheduler,
+    decode_latents,
+    encode_image,
+    encode_prompt,
+    image_to_tensor,
+    invert,
+    previous_timestep,
+    tensor_to_pil,
+)
+from dragdiff.diffusion.loading import load_pipeline, model_identity, native_size, size_multiple
+from dragdiff.diffusion.lora import LoraCache, LoraState, lora_adapter, lora_cache_key, train_lora
+from dragdiff.diffusion.unet import Conditioning, combine_features, unet_eps
+from dragdiff.io import package_versions
+from dragdiff.ops import (
+    ddim_transfer,
+    grid_to_image,
+    image_to_grid,
+    mask_term,
+    motion_loss,
+    predict_x0_eps,
+    reached,
+    resize_mask,
+    sample_patches,
+    track_points,
+    work_size,
+)
+from dragdiff.types import DragInstruction, DragResult, InputError, Point, ProgressEvent
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["DragEditor", "EditRun", "GeneratedImage"]
+
+
+class EditRun(Iterator[ProgressEvent]):
+    """What ``iter_edit`` returns: yields ProgressEvents; ``result`` holds the DragResult once exhausted."""
+
+    def __init__(self, steps: Generator[ProgressEvent, None, DragResult]) -> None:
+        self._steps = steps
+        self.result: DragResult | None = None
+
+    def __iter__(self) -> EditRun:
+        return self
+
+    def __next__(self) -> ProgressEvent:
+        try:
+            return next(self._steps)
+        except StopIteration as done:
+            self.result = done.value
+            raise
+
+    def close(self) -> None:
+        """Abandon the edit (the UNet is restored: adapters and attention processors removed)."""
+        self._steps.close()
+
+
+@dataclass
+class _Prepared:
+    """Step 1's output: everything later steps need, in engine units."""
+
+    image_hw: tuple[int, int]  # (H, W) of the user's image
+    work_hw: tuple[int, int]  # (H', W') pixels the model runs at
+    grid_hw: tuple[int, int]  # supervision grid (SPEC §4: half the work size)
+    work_image: Image.Image | None  # real mode: the image at work size
+    handles: Tensor  # (N, 2) (row, col) on the grid
+    targets: Tensor  # (N, 2)
+    mask: Tensor | None  # (1, 1, h, w) at latent size, 1 = may change
+    cond: Conditioning
+    generated: GeneratedImage | None
+
+
+class DragEditor:
+    """Loads a model once and runs drag edits on it (see the module docstring for the steps).
+
+    ``model``: None (the embedded default model), a path or hub id (``diffusion.loading.load_pipeline``),
+    or a ready ``StableDiffusionPipeline``. Edits on one editor run one at a time (a lock serialises them).
+    """
+
+    def __init__(
+        self,
+        model: Any = None,
+        vae: str | os.PathLike[str] | None = None,
+        device: str | torch.device | None = None,
+        dtype: str | torch.dtype | None = None,
+        lora_cache_dir: str | os.PathLike[str] | None = None,
+        model_config: str | os.PathLike[str] | None = None,
+    ) -> None:
+        start = time.perf_counter()
+        if model is None or isinstance(model, str | os.PathLike):
+            pipe = load_pipeline(model, vae=vae, device=device, dtype=dtype, config=model_config)
+        else:  # a pipeline object
+            pipe = model
+            pipe.scheduler = ddim_scheduler(pipe.scheduler.config)
+            if device is not None or dtype is not None:
+                pipe.to(device=device, dtype=dtype if not isinstance(dtype, str) else None)
+        for module in (pipe.unet, pipe.vae, pipe.text_encoder):
+            module.requires_grad_(False).eval()
+        self.pipe = pipe
+        self.model_id = model_identity(pipe)
+        self.native = native_size(pipe)
+        self.multiple = size_multiple(pipe)
+        self.lora_cache = LoraCache(lora_cache_dir)
+        self.load_seconds = time.perf_counter() - start
+        self._busy = threading.Lock()
+
+    @property
+    def device(self) -> torch.device:
+        return torch.device(self.pipe.unet.device)
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.pipe.unet.dtype
+
+    # --- public API ----------------------------------------------------------------------------------
+
+    def edit(
+        self,
+        image: Image.Image | GeneratedImage,
+        instruction: DragInstruction,
+        config: EditConfig | None = None,
+        stop: threading.Event | None = None,
+    ) -> DragResult:
+        """Run a whole edit and return its result."""
+        run = self.iter_edit(image, instruction, config, stop)
+        for _ in run:
+            pass
+        assert run.result is not None
+        return run.result
+
+    def iter_edit(
+        self,
+        image: Image.Image | GeneratedImage,
+        instruction: DragInstruction,
+        config: EditConfig | None = None,
+        stop: threading.Event | None = None,
+    ) -> EditRun:
+        """Check the inputs now, then stream the edit's progress; the DragResult is ``run.result`` at the end.
+
+        Setting ``stop`` ends the optimisation early; the edit still denoises and returns (``stopped=True``).
+        """
+        config = config if config is not None else EditConfig()
+        self.check_inputs(image, instruction, config)
+        return EditRun(self._edit_steps(image, instruction, config, stop or threading.Event()))
+
+    def generate(self, prompt: str, config: EditConfig | GenerateConfig | None = None) -> GeneratedImage:
+        """Text-to-image with every latent kept, for generated-image mode (SPEC §6)."""
+        gen_cfg = config.generate if isinstance(config, EditConfig) else (config or GenerateConfig())
+        with self._busy:
+            return generate(self.pipe, prompt, gen_cfg)
+
+    def prepare_lora(
+        self, image: Image.Image, prompt: str = "", config: EditConfig | None = None
+    ) -> Iterator[ProgressEvent]:
+        """Train (or find cached) the identity LoRA for this image and prompt; yields progress events."""
+        config = config if config is not None else EditConfig()
+        if not isinstance(image, Image.Image):
+            raise InputError(f"prepare_lora needs a PIL image, got {type(image).__name__}")
+        if not isinstance(prompt, str):
+            raise InputError(f"prompt must be a string, got {type(prompt).__name__}")
+        return self._prepare_lora_steps(image, prompt, config)
+
+    def _prepare_lora_steps(
+        self, image: Image.Image, prompt: str, config: EditConfig
+    ) -> Iterator[ProgressEvent]:
+        with self._busy:
+            w, h = work_size(image.width, image.height, self.native, self.multiple)
+            yield from self._identity_lora(
+                image.convert("RGB").resize((w, h), Image.Resampling.BICUBIC), prompt, config
+            )
+
+    # --- input checks -------------------------------------------------------------------------------
+
+    def check_inputs(self, image: Any, instruction: Any, config: Any) -> None:
+        """Fail loudly, naming the offending value, before any work is done."""
+        if not isinstance(config, EditConfig):
+            raise ConfigError(f"config must be an EditConfig, got {type(config).__name__}")
+        if not isinstance(instruction, DragInstruction):
+            raise InputError(f"instruction must be a DragInstruction, got {type(instruction).__name__}")
+        if not isinstance(instruction.prompt, str):
+            raise InputError(f"prompt must be a string, got {type(instruction.prompt).__name__}")
+        if isinstance(image, GeneratedImage):
+            self._check_generated(image, config)
+            picture = image.image
+        elif isinstance(image, Image.Image):
+            picture = image
+        else:
+            raise InputError(f"image must be a PIL image or a GeneratedImage, got {type(image).__name__}")
+        instruction.validate_for(picture.width, picture.height)
+        if instruction.mask is not None:
+            values = np.unique(np.asarray(instruction.mask))
+            if not np.isin(values, (0, 1)).all():
+                raise InputError(f"mask must be binary (bool or 0/1), got values {values[:5].tolist()}")
+        n_up = len(self.pipe.unet.up_blocks)
+        if config.drag.feature_up_block >= n_up:
+            raise ConfigError(
+                f"drag.feature_up_block must be < {n_up} for this UNet, got {config.drag.feature_up_block}"
+            )
+        try:
+            controlled_layers(self.pipe.unet, config.denoise.control_levels)
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
+
+    def _check_generated(self, gen: GeneratedImage, config: EditConfig) -> None:
+        f = self.pipe.vae_scale_factor
+        h, w = gen.latents.shape[-2:]
+        if (gen.image.width, gen.image.height) != (w * f, h * f):
+            raise InputError(
+                f"the generated image is {gen.image.width}x{gen.image.height} but its latents are for "
+                f"{w * f}x{h * f}: was it resized or replaced?"
+            )
+        if gen.latents.shape[1] != self.pipe.unet.config.in_channels:
+            raise InputError(f"generated latents have {gen.latents.shape[1]} channels; this model needs "
+                             f"{self.pipe.unet.config.in_channels} (made with another model?)")  # fmt: skip
+        n_inv = round(config.inversion.strength * gen.num_steps)
+        if not 1 <= n_inv <= gen.num_steps:
+            raise ConfigError(
+                f"inversion.strength {config.inversion.strength} selects no step of {gen.num_steps}"
+            )
+
+    # --- the edit, step by step ----------------------------------------------------------------------
+
+    def _edit_steps(
+        self, image: Image.Image | GeneratedImage, instruction: DragInstruction, config: EditConfig,
+        stop: threading.Event,
+    ) -> Generator[ProgressEvent, None, DragResult]:  # fmt: skip
+        with self._busy:
+            clock = _Clock(self.device)
+            prep = self._prepare(image, instruction, config)  # 1
+            clock.lap("prepare")
+            lora: LoraState | None = None
+            if prep.work_image is not None and config.lora.enabled and config.lora.steps > 0:
+                lora = yield from self._identity_lora(prep.work_image, instruction.prompt, config)  # 2
+            clock.lap("lora")
+            adapter = lora_adapter(self.pipe.unet, config.lora, lora) if lora is not None else nullcontext()
+            with adapter:
+                z_t, t, steps = self._start_latent(prep, config)  # 3
+                yield ProgressEvent(phase="inversion", step=1, total=1, message=f"z_t at t = {t}")
+                clock.lap("inversion")
+                drag = yield from self._optimise(prep, z_t, t, config, stop)  # 4
+                clock.lap("drag")
+                latents = yield from self._denoise(prep, z_t, drag.latents, steps, config)  # 5
+                clock.lap("denoise")
+            edited = self._decode(latents[1:2], prep.image_hw)  # 6
+            clock.lap("decode")
+            yield ProgressEvent(phase="done", step=1, total=1, handles=drag.final_handles)
+            return self._result(image, instruction, config, prep, drag, t, clock, edited, lora is not None)
+
+    # 1. prepare
+    def _prepare(
+        self, image: Image.Image | GeneratedImage, instruction: DragInstruction, config: EditConfig
+    ) -> _Prepared:
+        gen = image if isinstance(image, GeneratedImage) else None
+        picture = gen.image if gen is not None else image
+        assert isinstance(picture, Image.Image)
+        image_hw = (picture.height, picture.width)
+        if gen is not None:
+            f = self.pipe.vae_scale_factor
+            work_w, work_h = gen.latents.shape[-1] * f, gen.latents.shape[-2] * f
+            work_image = None
+            cond = Conditioning(
+                encode_prompt(self.pipe, gen.prompt),
+                encode_prompt(self.pipe, gen.negative_prompt),
+                gen.guidance_scale,
+            )
+        else:
+            work_w, work_h = work_size(picture.width, picture.height, self.native, self.multiple)
+            work_image = picture.convert("RGB").resize((work_w, work_h), Image.Resampling.BICUBIC)
+            guidance = config.inversion.guidance_scale
+            cond = Conditioning(
+                encode_prompt(self.pipe, instruction.prompt),
+                encode_prompt(self.pipe, "") if guidance > 1 else None,
+                guidance,
+            )
+        scale = config.drag.supervision_scale
+        grid_hw = (max(1, round(work_h * scale)), max(1, round(work_w * scale)))
+        device = self.device
+        handles = torch.tensor(
+            [p.as_tuple() for p in instruction.handles], dtype=torch.float32
+        )  # (N, 2) (x, y)
+        targets = torch.tensor([p.as_tuple() for p in instruction.targets], dtype=torch.float32)
+        f = self.pipe.vae_scale_factor
+        mask = None
+        if instruction.mask is not None:
+            mask = resize_mask(
+                torch.from_numpy(np.asarray(instruction.mask, dtype=np.float32)), (work_h // f, work_w // f)
+            )
+            mask = mask.to(device)  # (1, 1, h, w)
+        return _Prepared(
+            image_hw=image_hw,
+            work_hw=(work_h, work_w),
+            grid_hw=grid_hw,
+            work_image=work_image,
+            handles=image_to_grid(handles, image_hw, grid_hw).to(device),
+            targets=image_to_grid(targets, image_hw, grid_hw).to(device),
+            mask=mask,
+            cond=cond,
+            generated=gen,
+        )
+
+    # 2. identity LoRA
+    def _identity_lora(
+        self, work_image: Image.Image, prompt: str, config: EditConfig
+    ) -> Generator[ProgressEvent, None, LoraState]:
+        key = lora_cache_key(work_image, prompt, self.model_id, config.lora)
+        cached = self.lora_cache.get(key)
+        if cached is not None:
+            yield ProgressEvent(
+                phase="lora", step=config.lora.steps, total=config.lora.steps, message="cached"
+            )
+            return cached
+        side = max(work_image.width, work_image.height)  # crops of the native size (the long side)
+        state = yield from train_lora(self.pipe, work_image, prompt, config.lora, side, self._amp(config))
+        self.lora_cache.put(key, state, config.lora)
+        return state
+
+    # 3. inversion (real image) or the stored latent (generated image)
+    def _start_latent(self, prep: _Prepared, config: EditConfig) -> tuple[Tensor, int, list[int]]:
+        scheduler = self.pipe.scheduler
+        if prep.generated is not None:
+            gen = prep.generated
+            n_inv = round(config.inversion.strength * gen.num_steps)
+            index = gen.num_steps - n_inv  # SPEC §6: t = 681 is index 15 of 50
+            scheduler.set_timesteps(gen.num_steps)
+            steps = list(gen.timesteps[index:])
+            return gen.latents[index : index + 1].to(self.device), steps[0], steps
+        inv = config.inversion
+        assert prep.work_image is not None
+        z0 = encode_image(self.pipe, image_to_tensor(prep.work_image))  # (1, 4, h, w) posterior mean × sf
+        amp = self._amp(config)
+        result, _ = invert(
+            scheduler, z0, lambda z, t: unet_eps(self.pipe.unet, z, t, prep.cond, amp), inv.num_steps,
+            inv.inverted_steps,
+        )  # fmt: skip
+        return result.latents, result.timestep, list(result.denoise_timesteps)
+
+    # 4. latent optimisation
+    def _optimise(
+        self, prep: _Prepared, z_t: Tensor, t: int, config: EditConfig, stop: threading.Event
+    ) -> Generator[ProgressEvent, None, _Drag]:
+        """Motion supervision + point tracking on z_t (Eq. 3–4); one UNet forward/backward per iteration.
+
+        Notation: ẑ_t the optimised latent (``z``), F the features on the grid, h_i/g_i handles/targets,
+        f_i = F⁰ at the original handles (``reference``), x⁰_{t-1} the DDIM step from the un-optimised z_t.
+        """
+        drag, sched = config.drag, self.pipe.scheduler
+        a_t, a_prev = alpha_at(sched, t).item(), alpha_at(sched, previous_timestep(sched, t)).item()
+        pred_type = sched.config.prediction_type
+        with torch.no_grad():
+            f0, eps0 = self._features(z_t, t, prep, config)  # F⁰ (1, C, H'', W''), ε (1, 4, h, w)
+        reference = sample_patches(f0, prep.handles, 0)[:, :, 0, 0]  # (N, C) f_i
+        x_prev_ref = ddim_transfer(z_t, eps0, a_t, a_prev, pred_type) if prep.mask is not None else None
+        z = z_t.detach().float().clone().requires_grad_(True)  # ẑ_t, the fp32 leaf
+        optimiser = torch.optim.Adam([z], lr=drag.lr)
+        handles, frames, stopped, converged, iterations = prep.handles, [], False, False, 0
+        for it in range(drag.max_iterations):
+            if stop.is_set():
+                stopped = True
+                break
+            feats, eps = self._features(z, t, prep, config)
+            if it > 0:
+                handles = track_points(feats, reference, handles, drag.r_p)  # Eq. 4
+            done = reached(handles, prep.targets, drag.stop_distance)
+            if bool(done.all()):  # stop rule, checked before the loss (SPEC §4)
+                converged = True
+                break
+            loss = motion_loss(feats, handles, prep.targets, drag.r_m, active=~done)  # Eq. 3
+            if prep.mask is not None and x_prev_ref is not None:
+                x_prev = ddim_transfer(z, eps, a_t, a_prev, pred_type)
+                loss = loss + mask_term(x_prev, x_prev_ref, prep.mask, drag.lam)
+            optimiser.zero_grad(set_to_none=True)
+            loss.backward()
+            optimiser.step()
+            iterations = it + 1
+            points = self._to_image(handles, prep)
+            preview = None
+            if config.runtime.preview_every and iterations % config.runtime.preview_every == 0:
+                preview = self._preview(z.detach(), eps.detach(), a_t, pred_type, prep)
+                frames.append((preview, points))
+            yield ProgressEvent(
+                phase="drag", step=iterations, total=drag.max_iterations, handles=points,
+                loss=float(loss.detach()), preview=preview,
+            )  # fmt: skip
+        return _Drag(
+            latents=z.detach(), initial_handles=self._to_image(prep.handles, prep),
+            final_handles=self._to_image(handles, prep), iterations=iterations, stopped=stopped,
+            converged=converged, previews=frames,
+        )  # fmt: skip
+
+    def _features(self, z: Tensor, t: int, prep: _Prepared, config: EditConfig) -> tuple[Tensor, Tensor]:
+        """One UNet forward: (features on the supervision grid (1, C, H'', W''), ε (1, 4, h, w))."""
+        with capture_up_block(self.pipe.unet, config.drag.feature_up_block) as capture:
+            eps = unet_eps(self.pipe.unet, z, t, prep.cond, self._amp(config))
+        feats = combine_features(capture.pop().float(), prep.cond)  # (1, C, h, w); 2C with guidance
+        return F.interpolate(feats, size=prep.grid_hw, mode="bilinear", align_corners=False), eps
+
+    def _preview(self, z: Tensor, eps: Tensor, a_t: float, pred_type: str, prep: _Prepared) -> Image.Image:
+        """x̂_0 of the current latent, decoded and resized to the input size (a cheap look at the edit)."""
+        x0, _ = predict_x0_eps(z, eps, a_t, pred_type)
+        return self._decode(x0, prep.image_hw)
+
+    # 5. denoise with reference-latent control
+    def _denoise(
+        self, prep: _Prepared, z_src: Tensor, z_edit: Tensor, steps: list[int], config: EditConfig
+    ) -> Generator[ProgressEvent, None, Tensor]:
+        """Denoise the batch [source, edited]; edited self-attention reads the source's keys/values (§5)."""
+        unet, sched, den = self.pipe.unet, self.pipe.scheduler, config.denoise
+        amp = self._amp(config)
+        z = torch.cat([z_src, z_edit]).float()  # (2, 4, h, w): [source, edited]
+        control = reference_control(unet, den.control_levels) if den.reference_control else nullcontext(None)
+        with control as switch, torch.no_grad():
+            for i, t in enumerate(steps):
+                if switch is not None:
+                    switch.enabled = i >= den.control_from_step
+                eps = unet_eps(unet, z, t, prep.cond, amp)  # [src, edit] pairs, x2 with guidance
+                z = sched.step(eps, t, z).prev_sample
+                yield ProgressEvent(phase="denoise", step=i + 1, total=len(steps))
+        return z
+
+    # 6. decode
+    def _decode(self, latents: Tensor, image_hw: tuple[int, int]) -> Image.Image:
+        image = tensor_to_pil(decode_latents(self.pipe, latents))[0]
+        h, w = image_hw
+        return image if image.size == (w, h) else image.resize((w, h), Image.Resampling.BICUBIC)
+
+    # --- helpers ---------------------------------------------------------------------------------------
+
+    def _amp(self, config: EditConfig) -> torch.dtype | None:
+        """Autocast dtype for UNet calls: None = run in the UNet's own dtype (fp32 maths on CPU)."""
+        precision, unet_dtype = config.runtime.precision, self.pipe.unet.dtype
+        if precision == "fp16":
+            return torch.float16
+        if precision == "bf16":
+            return torch.bfloat16
+        if precision == "auto" and self.device.type == "cuda":
+            return torch.bfloat16
+        return unet_dtype if unet_dtype != torch.float32 else None
+
+    def _to_image(self, grid_points: Tensor, prep: _Prepared) -> tuple[Point, ...]:
+        xy = grid_to_image(grid_points.detach().cpu(), prep.grid_hw, prep.image_hw).tolist()
+        return tuple(Point(float(x), float(y)) for x, y in xy)
+
+    def _result(
+        self, image: Image.Image | GeneratedImage, instruction: DragInstruction, config: EditConfig,
+        prep: _Prepared, drag: _Drag, t: int, clock: _Clock, edited: Image.Image, used_lora: bool,
+    ) -> DragResult:  # fmt: skip
+        source = image.image if isinstance(image, GeneratedImage) else image
+        record = {
+            "config": config.to_dict(),
+            "mode": "generated" if prep.generated is not None else "real",
+            "instruction": {
+                "handles": [list(p.as_tuple()) for p in instruction.handles],
+                "targets": [list(p.as_tuple()) for p in instruction.targets],
+                "mask": instruction.mask is not None,
+                "prompt": prep.generated.prompt if prep.generated is not None else instruction.prompt,
+            },
+            "tracked_handles": {
+                "before": [list(p.as_tuple()) for p in drag.initial_handles],
+                "after": [list(p.as_tuple()) for p in drag.final_handles],
+            },
+            "iterations": drag.iterations,
+            "converged": drag.converged,
+            "stopped": drag.stopped,
+            "timestep": t,
+            "lora": used_lora,
+            "timings": clock.totals(),
+            "seed": config.seed,
+            "package_versions": package_versions(),
+            "model": self.model_id,
+            "image_size": [source.width, source.height],
+            "work_size": [prep.work_hw[1], prep.work_hw[0]],
+            "grid_size": [prep.grid_hw[1], prep.grid_hw[0]],
+            "device": str(self.device),
+            "dtype": str(self.dtype).removeprefix("torch."),
+        }
+        return DragResult(
+            image=edited, source=source, instruction=instruction, final_handles=drag.final_handles,
+            iterations=drag.iterations, timings=clock.totals(), record=record,
+            frames=[self._frame(p, instruction, h) for p, h in drag.previews], stopped=drag.stopped,
+        )  # fmt: skip
+
+    @staticmethod
+    def _frame(preview: Image.Image, instruction: DragInstruction, handles: tuple[Point, ...]) -> Image.Image:
+        from dragdiff.viz import draw_tracking
+
+        return draw_tracking(preview, instruction.handles, instruction.targets, handles)
+
+
+@dataclass
+class _Drag:
+    """Step 4's output."""
+
+    latents: Tensor  # (1, 4, h, w) ẑ_t after optimisation
+    initial_handles: tuple[Point, ...]  # image px
+    final_handles: tuple[Point, ...]
+    iterations: int
+    stopped: bool
+    converged: bool
+    previews: list[tuple[Image.Image, tuple[Point, ...]]]  # (x̂_0 preview, tracked handles) pairs
+
+
+class _Clock:
+    """Wall-clock seconds per phase (synchronising CUDA so GPU work is counted where it happens)."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.device = device
+        self.laps: dict[str, float] = {}
+        self._last = self._start = time.perf_counter()
+
+    def lap(self, name: str) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        now = time.perf_counter()
+        self.laps[name] = now - self._last
+        self._last = now
+
+    def totals(self) -> dict[str, float]:
+        """Seconds per phase, plus ``total`` since the clock started."""
+        return {**self.laps, "total": self._last - self._start}
