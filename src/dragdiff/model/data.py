@@ -15,6 +15,7 @@ import torch
 from torch import Tensor
 
 from dragdiff.model import scenes
+from dragdiff.model.emoji import EmojiPack
 from dragdiff.types import InputError
 
 log = logging.getLogger(__name__)
@@ -37,31 +38,31 @@ class TrainingData:
             raise InputError(f"emoji_fraction must be in [0, 1], got {emoji_fraction}")
         self.size = size
         self.emoji_fraction = emoji_fraction if emoji_pack is not None else 0.0
-        self.emoji = None
-        if emoji_pack is not None:
-            raise InputError(f"emoji packs are not supported yet, got {emoji_pack}")
+        self.emoji = EmojiPack.load(emoji_pack) if emoji_pack is not None else None
 
     def sample(
         self, n: int, generator: torch.Generator, device: torch.device | str | None = None
     ) -> tuple[Tensor, list[str]]:
         """``n`` images (n, 3, S, S) float32 in [-1, 1] on ``device`` and their captions.
 
-        The same generator state gives the same batch on any device.
+        The same generator state gives the same scenes and captions on any device.
         """
         if n < 1:
             raise InputError(f"sample size must be >= 1, got {n}")
         seed = int(torch.randint(0, 2**62, (1,), generator=generator, device=generator.device).item())
         rng = np.random.default_rng(seed)
         n_emoji = int(rng.binomial(n, self.emoji_fraction)) if self.emoji is not None else 0
-        images: list[Tensor] = []
-        captions: list[str] = []
-        if n - n_emoji > 0:
-            batch = scenes.random_scenes(rng, n - n_emoji)
-            images.append(scenes.render(batch, self.size, device))
-            captions += [scenes.caption(s) for s in batch]
-        out = torch.cat(images) if len(images) > 1 else images[0]  # (n, 3, S, S) in [0, 1]
-        if len(images) > 1:  # interleave procedural and emoji samples
-            order = rng.permutation(n)
+        procedural = scenes.random_scenes(rng, n - n_emoji) if n_emoji < n else []
+        layout = self.emoji.plan(rng, n_emoji) if self.emoji is not None and n_emoji > 0 else None
+        # one batched render for every background; emoji pasted on the last n_emoji images
+        backgrounds = procedural + (layout.backgrounds if layout else [])
+        out = scenes.render(backgrounds, self.size, device)  # (n, 3, S, S) in [0, 1]
+        captions = [scenes.caption(s) for s in procedural]
+        if layout is not None:
+            assert self.emoji is not None
+            out = torch.cat([out[: n - n_emoji], self.emoji.draw(out[n - n_emoji :], layout)])
+            captions += layout.captions
+            order = rng.permutation(n)  # interleave procedural and emoji samples
             out = out[torch.from_numpy(order).to(out.device)]
             captions = [captions[i] for i in order]
         return out * 2 - 1, captions

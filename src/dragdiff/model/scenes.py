@@ -202,12 +202,16 @@ def object_coords(scene: Scene, index: int, x: float, y: float) -> tuple[float, 
 # Captions
 
 
-def _article(word: str) -> str:
-    return "an" if word[0] in "aeiou" else "a"
+def article(word: str) -> str:
+    """The article ("a" or "an") for a phrase starting with ``word``."""
+    w = word.lower()
+    if w.startswith(("eu", "uni", "use", "one", "once")):  # vowel letter, consonant sound
+        return "a"
+    return "an" if w[:1] in ("a", "e", "i", "o", "u") or w.startswith(("hour", "honest")) else "a"
 
 
 def _phrase(obj: SceneObject) -> str:
-    return f"{_article(obj.colour)} {obj.colour} {obj.kind}"
+    return f"{article(obj.colour)} {obj.colour} {obj.kind}"
 
 
 def _relation(a: SceneObject, b: SceneObject) -> str | None:
@@ -223,7 +227,7 @@ def _relation(a: SceneObject, b: SceneObject) -> str | None:
 def background_phrase(bg: Background) -> str:
     """E.g. "on a striped green background"."""
     words = [w for w in (PATTERNS[bg.pattern], bg.colour) if w]
-    return f"on {_article(words[0])} {' '.join(words)} background"
+    return f"on {article(words[0])} {' '.join(words)} background"
 
 
 def caption(scene: Scene) -> str:
@@ -283,8 +287,11 @@ def _random_backgrounds(r: np.random.Generator, n: int) -> list[Background]:
     ]
 
 
-def _place(r: np.random.Generator, size: np.ndarray, reach: np.ndarray, count: np.ndarray) -> np.ndarray:
-    """Centres (n, 4, 2) keeping objects mostly inside the frame and apart from the ones placed before.
+def spread_centres(
+    r: np.random.Generator, size: np.ndarray, reach: np.ndarray, count: np.ndarray
+) -> np.ndarray:
+    """Centres (n, m, 2) for m objects of half-sizes ``size`` (n, m), reaching ``reach`` (n, m) from their
+    centres, of which the first ``count`` (n,) are real: mostly inside the frame, apart from earlier ones.
 
     Per object, the first of ``_CANDIDATES`` random centres that clears every earlier object (centre distance
     above 0.7·(sum of sizes)) wins, else the one that comes closest to clearing them.
@@ -328,7 +335,7 @@ def random_scenes(
     lo, hi = _SIZE_RANGE[count, 0, None], _SIZE_RANGE[count, 1, None]
     size = lo + r.random((n, m)) * (hi - lo)  # (n, m)
     stretch = np.where(r.random((n, m, 1)) < 0.4, np.exp(r.uniform(-0.25, 0.25, (n, m, 2))), 1.0)  # (n, m, 2)
-    centres = _place(r, size, size * stretch.max(-1), count)  # (n, m, 2)
+    centres = spread_centres(r, size, size * stretch.max(-1), count)  # (n, m, 2)
     bg_index = np.array([list(PALETTE).index(b.colour) for b in backgrounds])
     # object colours: any palette entry but the background's (shift indices past it)
     colour = r.integers(len(PALETTE) - 1, size=(n, m))
