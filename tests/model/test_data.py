@@ -31,3 +31,28 @@ def test_bad_arguments_are_named():
         TrainingData(size=32).sample(0, torch.Generator())
     with pytest.raises(InputError, match="1.5"):
         TrainingData(emoji_fraction=1.5)
+
+
+def test_make_data_writes_a_preview_and_samples(tmp_path):
+    from PIL import Image
+
+    from dragdiff.cli import main
+
+    preview, out = tmp_path / "grid.png", tmp_path / "samples"
+    assert (
+        main(["make-data", "--preview", str(preview), "--count", "3", "--out", str(out), "--size", "16"]) == 0
+    )
+    assert Image.open(preview).size == (8 * 16, 8 * 16)
+    lines = preview.with_suffix(".txt").read_text().splitlines()
+    assert len(lines) == 64 and lines[0].startswith("0 0\t") and lines[0].endswith("background")
+    assert sorted(p.name for p in out.iterdir()) == [
+        f"00000{i}.{ext}" for i in range(3) for ext in ("png", "txt")
+    ]
+    assert Image.open(out / "000002.png").size == (16, 16)
+
+
+def test_make_data_needs_an_output(capsys):
+    from dragdiff.cli import main
+
+    assert main(["make-data", "--count", "3"]) == 2
+    assert "--out" in capsys.readouterr().err

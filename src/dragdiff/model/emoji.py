@@ -14,7 +14,6 @@ from __future__ import annotations
 import io
 import logging
 import lzma
-import os
 import shutil
 import subprocess
 import tarfile
@@ -30,6 +29,7 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import Tensor
 
+from dragdiff.io import atomic_path
 from dragdiff.model import scenes
 from dragdiff.types import InputError
 
@@ -212,11 +212,10 @@ def write_pack(
         )
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp.npz")
-    np.savez_compressed(
-        tmp, images=images, names=np.array(names), sources=np.array(sources), licences=np.array(licences)
-    )
-    os.replace(tmp, out)
+    with atomic_path(out) as tmp, open(tmp, "wb") as f:
+        np.savez_compressed(
+            f, images=images, names=np.array(names), sources=np.array(sources), licences=np.array(licences)
+        )
     return out
 
 
