@@ -49,6 +49,7 @@ from dragdiff.diffusion.unet import Conditioning, combine_features, unet_eps
 from dragdiff.io import package_versions
 from dragdiff.ops import (
     ddim_transfer,
+    features_at,
     grid_to_image,
     image_to_grid,
     mask_term,
@@ -56,7 +57,6 @@ from dragdiff.ops import (
     predict_x0_eps,
     reached,
     resize_mask,
-    sample_patches,
     track_points,
     work_size,
 )
@@ -244,8 +244,10 @@ class DragEditor:
                 f"{w * f}x{h * f}: was it resized or replaced?"
             )
         if gen.latents.shape[1] != self.pipe.unet.config.in_channels:
-            raise InputError(f"generated latents have {gen.latents.shape[1]} channels; this model needs "
-                             f"{self.pipe.unet.config.in_channels} (made with another model?)")  # fmt: skip
+            raise InputError(
+                f"generated latents have {gen.latents.shape[1]} channels; this model needs "
+                f"{self.pipe.unet.config.in_channels} (made with another model?)"
+            )
         n_inv = round(config.inversion.strength * gen.num_steps)
         if not 1 <= n_inv <= gen.num_steps:
             raise ConfigError(
@@ -255,9 +257,12 @@ class DragEditor:
     # --- the edit, step by step ----------------------------------------------------------------------
 
     def _edit_steps(
-        self, image: Image.Image | GeneratedImage, instruction: DragInstruction, config: EditConfig,
+        self,
+        image: Image.Image | GeneratedImage,
+        instruction: DragInstruction,
+        config: EditConfig,
         stop: threading.Event,
-    ) -> Generator[ProgressEvent, None, DragResult]:  # fmt: skip
+    ) -> Generator[ProgressEvent, None, DragResult]:
         with self._busy:
             clock = _Clock(self.device)
             prep = self._prepare(image, instruction, config)  # 1
@@ -363,9 +368,12 @@ class DragEditor:
         z0 = encode_image(self.pipe, image_to_tensor(prep.work_image))  # (1, 4, h, w) posterior mean × sf
         amp = self._amp(config)
         result, _ = invert(
-            scheduler, z0, lambda z, t: unet_eps(self.pipe.unet, z, t, prep.cond, amp), inv.num_steps,
+            scheduler,
+            z0,
+            lambda z, t: unet_eps(self.pipe.unet, z, t, prep.cond, amp),
+            inv.num_steps,
             inv.inverted_steps,
-        )  # fmt: skip
+        )
         return result.latents, result.timestep, list(result.denoise_timesteps)
 
     # 4. latent optimisation
@@ -382,7 +390,7 @@ class DragEditor:
         pred_type = sched.config.prediction_type
         with torch.no_grad():
             f0, eps0 = self._features(z_t, t, prep, config)  # F⁰ (1, C, H'', W''), ε (1, 4, h, w)
-        reference = sample_patches(f0, prep.handles, 0)[:, :, 0, 0]  # (N, C) f_i
+        reference = features_at(f0, prep.handles)  # (N, C) f_i
         x_prev_ref = ddim_transfer(z_t, eps0, a_t, a_prev, pred_type) if prep.mask is not None else None
         z = z_t.detach().float().clone().requires_grad_(True)  # ẑ_t, the fp32 leaf
         optimiser = torch.optim.Adam([z], lr=drag.lr)
@@ -412,14 +420,22 @@ class DragEditor:
                 preview = self._preview(z.detach(), eps.detach(), a_t, pred_type, prep)
                 frames.append((preview, points))
             yield ProgressEvent(
-                phase="drag", step=iterations, total=drag.max_iterations, handles=points,
-                loss=float(loss.detach()), preview=preview,
-            )  # fmt: skip
+                phase="drag",
+                step=iterations,
+                total=drag.max_iterations,
+                handles=points,
+                loss=float(loss.detach()),
+                preview=preview,
+            )
         return _Drag(
-            latents=z.detach(), initial_handles=self._to_image(prep.handles, prep),
-            final_handles=self._to_image(handles, prep), iterations=iterations, stopped=stopped,
-            converged=converged, previews=frames,
-        )  # fmt: skip
+            latents=z.detach(),
+            initial_handles=self._to_image(prep.handles, prep),
+            final_handles=self._to_image(handles, prep),
+            iterations=iterations,
+            stopped=stopped,
+            converged=converged,
+            previews=frames,
+        )
 
     def _features(self, z: Tensor, t: int, prep: _Prepared, config: EditConfig) -> tuple[Tensor, Tensor]:
         """One UNet forward: (features on the supervision grid (1, C, H'', W''), ε (1, 4, h, w))."""
@@ -475,9 +491,17 @@ class DragEditor:
         return tuple(Point(float(x), float(y)) for x, y in xy)
 
     def _result(
-        self, image: Image.Image | GeneratedImage, instruction: DragInstruction, config: EditConfig,
-        prep: _Prepared, drag: _Drag, t: int, clock: _Clock, edited: Image.Image, used_lora: bool,
-    ) -> DragResult:  # fmt: skip
+        self,
+        image: Image.Image | GeneratedImage,
+        instruction: DragInstruction,
+        config: EditConfig,
+        prep: _Prepared,
+        drag: _Drag,
+        t: int,
+        clock: _Clock,
+        edited: Image.Image,
+        used_lora: bool,
+    ) -> DragResult:
         source = image.image if isinstance(image, GeneratedImage) else image
         record = {
             "config": config.to_dict(),
@@ -508,10 +532,16 @@ class DragEditor:
             "dtype": str(self.dtype).removeprefix("torch."),
         }
         return DragResult(
-            image=edited, source=source, instruction=instruction, final_handles=drag.final_handles,
-            iterations=drag.iterations, timings=clock.totals(), record=record,
-            frames=[self._frame(p, instruction, h) for p, h in drag.previews], stopped=drag.stopped,
-        )  # fmt: skip
+            image=edited,
+            source=source,
+            instruction=instruction,
+            final_handles=drag.final_handles,
+            iterations=drag.iterations,
+            timings=clock.totals(),
+            record=record,
+            frames=[self._frame(p, instruction, h) for p, h in drag.previews],
+            stopped=drag.stopped,
+        )
 
     @staticmethod
     def _frame(preview: Image.Image, instruction: DragInstruction, handles: tuple[Point, ...]) -> Image.Image:

@@ -51,8 +51,14 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
     return dev
 
 
-_DTYPES = {"fp32": torch.float32, "float32": torch.float32, "fp16": torch.float16, "float16": torch.float16,
-           "bf16": torch.bfloat16, "bfloat16": torch.bfloat16}  # fmt: skip
+_DTYPES = {
+    "fp32": torch.float32,
+    "float32": torch.float32,
+    "fp16": torch.float16,
+    "float16": torch.float16,
+    "bf16": torch.bfloat16,
+    "bfloat16": torch.bfloat16,
+}
 
 
 def resolve_dtype(dtype: str | torch.dtype | None, device: torch.device) -> torch.dtype:
@@ -106,7 +112,7 @@ def load_pipeline(
 
     dev = resolve_device(device)
     dt = resolve_dtype(dtype, dev)
-    kwargs: dict[str, Any] = dict(safety_checker=None, requires_safety_checker=False, torch_dtype=dt)
+    kwargs: dict[str, Any] = dict(safety_checker=None, requires_safety_checker=False, dtype=dt)
     if model is None:
         if not (EMBEDDED_MODEL_DIR / "model_index.json").is_file():
             raise ModelLoadError(
@@ -203,13 +209,14 @@ def _load_single_file(path: Path, config: str | os.PathLike[str] | None, kwargs:
     try:
         return StableDiffusionPipeline.from_single_file(str(path), **extra, **kwargs)
     except Exception as exc:  # diffusers raises many kinds here (hub lookups, key errors, shape mismatches)
+        if config is None:
+            raise ModelLoadError(
+                f"could not load {path}: a single-file checkpoint needs its model configs, which are not in "
+                "the local Hugging Face cache; pass a diffusers folder of the same architecture "
+                "(--model-config DIR)"
+            ) from exc
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        hint = (
-            "" if config is not None else "; pass the matching diffusers config folder (--model-config DIR)"
-        )
-        raise ModelLoadError(
-            f"could not load {path} as a Stable Diffusion checkpoint: {reason}{hint}"
-        ) from exc
+        raise ModelLoadError(f"could not load {path} as a Stable Diffusion checkpoint: {reason}") from exc
 
 
 def _hub_reachable(timeout: float = _HUB_CHECK_TIMEOUT_S) -> bool:
@@ -255,7 +262,7 @@ def _load_vae(path: Path, dtype: torch.dtype) -> Any:
         sub = path / "vae" if (path / "vae" / "config.json").is_file() else path
         if not (sub / "config.json").is_file():
             raise ModelLoadError(f"VAE {path}: no config.json (expected a diffusers AutoencoderKL folder)")
-        return _wrap(str(path), lambda: AutoencoderKL.from_pretrained(sub, torch_dtype=dtype))
+        return _wrap(str(path), lambda: AutoencoderKL.from_pretrained(sub, dtype=dtype))
     if path.is_file() and path.suffix in SINGLE_FILE_SUFFIXES:
-        return _wrap(str(path), lambda: AutoencoderKL.from_single_file(str(path), torch_dtype=dtype))
+        return _wrap(str(path), lambda: AutoencoderKL.from_single_file(str(path), dtype=dtype))
     raise ModelLoadError(f"VAE {path}: no such folder or .safetensors/.ckpt file")
