@@ -140,3 +140,12 @@ def test_bad_input_is_named():
         sc.move(_scene(), 3, 0.1, 0.1)
     with pytest.raises(InputError, match="-1"):
         sc.resize(_scene(), 0, -1)
+
+
+def test_random_scenes_keep_objects_in_the_frame_and_off_the_background_colour():
+    for scene in sc.random_scenes(np.random.default_rng(1), 50):
+        assert 1 <= len(scene.objects) <= 4
+        for o in scene.objects:
+            reach = o.size * max(o.sx, o.sy)
+            assert reach - 1e-9 <= o.x <= 1 - reach + 1e-9 and reach - 1e-9 <= o.y <= 1 - reach + 1e-9
+            assert o.colour != scene.background.colour

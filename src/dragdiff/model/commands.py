@@ -17,7 +17,7 @@ import torch
 from PIL import Image
 from tqdm import tqdm
 
-from dragdiff.io import atomic_save_image, atomic_write_bytes
+from dragdiff.io import IMAGE_FORMATS, atomic_save_image, atomic_write_bytes
 from dragdiff.types import InputError
 
 log = logging.getLogger(__name__)
@@ -47,7 +47,12 @@ def _register_make_data(subparsers: Any) -> None:
     p.add_argument("--emoji-size", type=int, default=64, help="emoji pack sprite size in px (default 64)")
     p.add_argument("--emoji", type=Path, metavar="PACK.npz", help="mix emoji from this pack into the samples")
     p.add_argument("--emoji-fraction", type=float, default=0.5, help="share of emoji samples (default 0.5)")
-    p.add_argument("--preview", type=Path, metavar="OUT.png", help="write an 8x8 grid and OUT.txt captions")
+    p.add_argument(
+        "--preview",
+        type=Path,
+        metavar="OUT.png",
+        help="write an 8x8 grid (.png/.jpg/.webp) and OUT.txt captions",
+    )
     p.add_argument("--count", type=int, default=0, help="number of samples to write into --out")
     p.add_argument("--out", type=Path, metavar="DIR", help="folder for --count PNG + caption pairs")
     p.add_argument("--size", type=int, default=128, help="image size in px (default 128)")
@@ -65,8 +70,10 @@ def _check(args: argparse.Namespace) -> None:
         raise InputError(f"--count {args.count} needs --out DIR")
     if args.out is not None and args.out.exists() and not args.out.is_dir():
         raise InputError(f"--out {args.out} exists and is not a folder")
-    if args.preview is not None and args.preview.suffix.lower() != ".png":
-        raise InputError(f"--preview must be a .png file, got {args.preview}")
+    if args.preview is not None and args.preview.suffix.lower() not in IMAGE_FORMATS:
+        raise InputError(
+            f"--preview must end in one of {', '.join(sorted(IMAGE_FORMATS))}, got {args.preview}"
+        )
     if args.emoji is not None and not args.emoji.is_file():
         raise InputError(f"--emoji pack not found: {args.emoji}")
 

@@ -291,13 +291,14 @@ def spread_centres(
     r: np.random.Generator, size: np.ndarray, reach: np.ndarray, count: np.ndarray
 ) -> np.ndarray:
     """Centres (n, m, 2) for m objects of half-sizes ``size`` (n, m), reaching ``reach`` (n, m) from their
-    centres, of which the first ``count`` (n,) are real: mostly inside the frame, apart from earlier ones.
+    centres, of which the first ``count`` (n,) are real: inside the frame (but for rotated corners) and apart
+    from the objects placed before.
 
     Per object, the first of ``_CANDIDATES`` random centres that clears every earlier object (centre distance
     above 0.7·(sum of sizes)) wins, else the one that comes closest to clearing them.
     """
     n, m = size.shape
-    margin = np.minimum(0.45, 0.8 * reach)[:, :, None, None]  # (n, m, 1, 1)
+    margin = np.minimum(0.45, reach)[:, :, None, None]  # (n, m, 1, 1)
     cand = margin + r.random((n, m, _CANDIDATES, 2)) * (1 - 2 * margin)  # (n, m, K, 2)
     centres = cand[:, :, 0].copy()  # (n, m, 2)
     for j in range(1, m):
@@ -320,7 +321,7 @@ def random_scenes(
 ) -> list[Scene]:
     """``n`` random scenes of ``min_objects``–``max_objects`` shapes each, parameters drawn in bulk.
 
-    Sizes 0.08–0.30 (smaller when there are more objects), centres mostly inside the frame, objects' colours
+    Sizes 0.08–0.30 (smaller when there are more objects), objects inside the frame, objects' colours
     differ from the background's, 40 % of objects stretched, half rotated by up to ±0.5 rad.
     """
     if not 1 <= min_objects <= max_objects <= 4:
