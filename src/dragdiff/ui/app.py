@@ -1,0 +1,729 @@
+"""The dragdiff web editor (Gradio): bring an image, paint what may change, click drags, run, download.
+
+``build_app(editor_or_factory, output_dir)`` builds the page and returns a ``gr.Blocks``; nothing is
+launched on import. ``serve(app, output_dir, ...)`` launches it with the safe settings: bound to 127.0.0.1,
+no share tunnel, an upload size limit, and only the app's output folder allowed for file serving.
+
+Coordinates: every point is a pixel of the ORIGINAL image, ``(x, y)``. The click view shows the image at a
+display size (small images are enlarged, large ones reduced) and ``display_to_image`` maps clicks back.
+
+One model is loaded once and kept (``ModelHolder``), shared by every browser tab; engine work (LoRA, edit,
+generation) runs one call at a time under its lock. Identity-LoRA training starts in the background as soon as
+an image arrives (``LoraWarmer``), so the drag that follows finds the adapter in the editor's cache.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import math
+import threading
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import gradio as gr
+import numpy as np
+from PIL import Image, ImageDraw
+
+from dragdiff import io, viz
+from dragdiff.config import PRESETS, ConfigError, EditConfig, preset
+from dragdiff.types import DragInstruction, DragResult, InputError, ProgressEvent
+
+logger = logging.getLogger(__name__)
+
+EditorFactory = Callable[[str | None], Any]  # model path/id (None = embedded default) -> DragEditor
+
+DISPLAY_MIN = 512  # the click view enlarges smaller images to about this long side (nearest neighbour)
+DISPLAY_MAX = 1024  # ... and reduces larger ones to this long side
+UI_PREVIEW_EVERY = 10  # the UI asks for a preview every 10 iterations when the preset asks for none
+UPDATE_INTERVAL_S = 0.25  # at most ~4 progress updates a second reach the page
+DEFAULT_MAX_FILE_SIZE = "25mb"
+DEFAULT_PRESET = "dragdiffusion"
+
+# The advanced panel: (dotted EditConfig field, label). Widget defaults are read from the chosen preset.
+ADVANCED: tuple[tuple[str, str], ...] = (
+    ("lora.steps", "LoRA steps"),
+    ("lora.lr", "LoRA learning rate"),
+    ("lora.rank", "LoRA rank"),
+    ("inversion.strength", "Inversion strength"),
+    ("drag.max_iterations", "Drag iterations"),
+    ("drag.lr", "Drag learning rate"),
+    ("drag.r_m", "Motion-supervision radius r_m"),
+    ("drag.r_p", "Tracking radius r_p"),
+    ("drag.lam", "Mask weight λ"),
+    ("runtime.preview_every", "Preview every N iterations (0 = none)"),
+    ("seed", "Seed"),
+)
+
+
+# --- pure helpers: coordinates, mask, pictures, config ------------------------------------------------------
+
+
+def image_key(image: Image.Image) -> str:
+    """A content hash identifying an image (same pixels -> same key, whatever the file name)."""
+    rgb = image.convert("RGB")
+    digest = hashlib.sha1(f"{rgb.width}x{rgb.height}".encode())
+    digest.update(rgb.tobytes())
+    return digest.hexdigest()[:16]
+
+
+def display_scale(size: tuple[int, int]) -> float:
+    """Original pixels -> click view: small images enlarged by an integer factor, big ones reduced."""
+    long_side = max(size)
+    if long_side < DISPLAY_MIN:
+        return float(max(1, DISPLAY_MIN // long_side))
+    if long_side > DISPLAY_MAX:
+        return DISPLAY_MAX / long_side
+    return 1.0
+
+
+def display_size(size: tuple[int, int], scale: float) -> tuple[int, int]:
+    return (max(1, round(size[0] * scale)), max(1, round(size[1] * scale)))
+
+
+def display_to_image(index: Sequence[float], scale: float, size: tuple[int, int]) -> tuple[int, int]:
+    """A click on display pixel ``index = (x, y)`` -> the original pixel that contains that pixel's centre."""
+    w, h = size
+    x = math.floor((float(index[0]) + 0.5) / scale)
+    y = math.floor((float(index[1]) + 0.5) / scale)
+    return (min(max(x, 0), w - 1), min(max(y, 0), h - 1))
+
+
+def mask_from_editor(value: dict[str, Any] | None, size: tuple[int, int]) -> np.ndarray | None:
+    """The painted layers of an ImageEditor value -> (H, W) bool mask at ``size`` (True = may change).
+
+    Anything painted counts (alpha > 0); erased strokes are transparent again. None when nothing is painted.
+    """
+    if not value:
+        return None
+    painted: np.ndarray | None = None
+    for layer in value.get("layers") or []:
+        arr = np.asarray(layer)
+        if arr.ndim != 3 or arr.shape[2] != 4:
+            continue
+        alpha = arr[..., 3] > 0  # (H, W)
+        painted = alpha if painted is None else painted | alpha
+    if painted is None or not painted.any():
+        return None
+    if painted.shape != (size[1], size[0]):  # a canvas that differs from the image: resize nearest
+        resized = Image.fromarray(painted.astype(np.uint8) * 255).resize(size, Image.Resampling.NEAREST)
+        painted = np.asarray(resized) > 127
+    return painted
+
+
+def editor_background(value: dict[str, Any] | None) -> Image.Image | None:
+    """The ImageEditor's background as RGB (transparent pixels on white), or None."""
+    if not value or value.get("background") is None:
+        return None
+    arr = np.asarray(value["background"])
+    if arr.ndim == 2:
+        return Image.fromarray(arr.astype(np.uint8), "L").convert("RGB")
+    if arr.shape[2] == 4:
+        rgba = Image.fromarray(arr.astype(np.uint8), "RGBA")
+        white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(white, rgba).convert("RGB")
+    return Image.fromarray(arr[..., :3].astype(np.uint8), "RGB")
+
+
+def _scaled(points: Sequence[tuple[float, float]], scale: float) -> list[tuple[float, float]]:
+    """Original pixel (x, y) -> display pixel centre."""
+    return [((x + 0.5) * scale - 0.5, (y + 0.5) * scale - 0.5) for x, y in points]
+
+
+def _display(image: Image.Image, scale: float) -> Image.Image:
+    size = display_size(image.size, scale)
+    if size == image.size:
+        return image.convert("RGB")
+    resample = Image.Resampling.NEAREST if scale > 1 else Image.Resampling.LANCZOS
+    return image.convert("RGB").resize(size, resample)
+
+
+def render_points(
+    image: Image.Image, points: Sequence[tuple[float, float]], mask: np.ndarray | None
+) -> Image.Image:
+    """The click view: the instruction drawn DragBench-style over the image at display size.
+
+    ``points`` alternate handle, target, ... in original pixels; an unpaired last handle is drawn alone.
+    """
+    scale = display_scale(image.size)
+    shown = _display(image, scale)
+    disp_mask = None
+    if mask is not None:
+        disp_mask = (
+            np.asarray(
+                Image.fromarray(mask.astype(np.uint8) * 255).resize(shown.size, Image.Resampling.NEAREST)
+            )
+            > 127
+        )
+    pts = _scaled(points, scale)
+    n_pairs = len(pts) // 2
+    out = viz.draw_instruction(shown, pts[0 : 2 * n_pairs : 2], pts[1 : 2 * n_pairs : 2], disp_mask)
+    if len(pts) % 2:  # a handle waiting for its target
+        x, y = pts[-1]
+        r = viz.dot_radius(out.size)
+        ImageDraw.Draw(out).ellipse((x - r, y - r, x + r, y + r), fill=viz.HANDLE, outline=viz.OUTLINE)
+    return out
+
+
+def render_progress(
+    source: Image.Image,
+    instruction: DragInstruction,
+    event: ProgressEvent,
+) -> Image.Image:
+    """The live view: the current preview (or the source) with tracked handles, at display size."""
+    base = event.preview if event.preview is not None else source
+    base = base.convert("RGB").resize(source.size) if base.size != source.size else base
+    scale = display_scale(source.size)
+    handles = _scaled([p.as_tuple() for p in instruction.handles], scale)
+    targets = _scaled([p.as_tuple() for p in instruction.targets], scale)
+    current = _scaled([p.as_tuple() for p in event.handles], scale) if event.handles else handles
+    if len(current) != len(handles):
+        current = handles
+    return viz.draw_tracking(_display(base, scale), handles, targets, current)
+
+
+def make_instruction(
+    points: Sequence[tuple[float, float]], mask: np.ndarray | None, prompt: str, size: tuple[int, int]
+) -> DragInstruction:
+    """Alternating handle/target clicks -> a checked DragInstruction; InputError says what is missing."""
+    if not points:
+        raise InputError("click a handle point (red) and then its target (blue) on the image first")
+    if len(points) % 2:
+        raise InputError(f"handle {len(points) // 2 + 1} at {tuple(points[-1])} has no target yet: click one")
+    pairs = [(points[i], points[i + 1]) for i in range(0, len(points), 2)]
+    instruction = DragInstruction.from_pairs(pairs, mask=mask, prompt=prompt)
+    instruction.validate_for(*size)
+    return instruction
+
+
+def _get(cfg: EditConfig, dotted: str) -> Any:
+    section, _, name = dotted.partition(".")
+    return getattr(getattr(cfg, section), name) if name else getattr(cfg, section)
+
+
+def panel_values(preset_name: str) -> list[Any]:
+    """The advanced panel's values for a preset, in ``ADVANCED`` order."""
+    cfg = preset(preset_name)
+    values = [_get(cfg, key) for key, _ in ADVANCED]
+    i = [key for key, _ in ADVANCED].index("runtime.preview_every")
+    values[i] = values[i] or UI_PREVIEW_EVERY
+    return values
+
+
+def config_from_panel(preset_name: str, values: Sequence[Any]) -> EditConfig:
+    """The preset with the advanced panel's values applied; ConfigError names a bad field and value."""
+    base = preset(preset_name)
+    overrides: dict[str, Any] = {}
+    for (key, label), value in zip(ADVANCED, values, strict=True):
+        default = _get(base, key)
+        if value is None or (isinstance(value, str) and not value.strip()):
+            raise ConfigError(f"{label} ({key}) is empty")
+        overrides[key] = (
+            int(value) if isinstance(default, int) and not isinstance(default, bool) else float(value)
+        )
+    return base.override(**overrides)
+
+
+def _model_arg(text: str | None) -> str | None:
+    text = (text or "").strip()
+    return text or None
+
+
+# --- the model, loaded once and kept -----------------------------------------------------------------------
+
+
+class ModelHolder:
+    """The one loaded editor, shared by every tab; ``lock`` serialises engine calls (LoRA, edit, generate)."""
+
+    def __init__(self, editor: Any = None, factory: EditorFactory | None = None, model: str | None = None):
+        if editor is None and factory is None:
+            raise ValueError("ModelHolder needs an editor or an editor factory")
+        self._factory = factory
+        self._editor = editor
+        self._model = _model_arg(model)
+        self._load_lock = threading.Lock()
+        self.lock = threading.Lock()
+
+    @property
+    def model(self) -> str | None:
+        return self._model
+
+    def get(self, model: str | None) -> Any:
+        """The editor for ``model`` (None = the app's default); loads only when it is not the current one."""
+        model = _model_arg(model) if model is not None else self._model
+        with self._load_lock:
+            if self._editor is not None and model == self._model:
+                return self._editor
+            if self._factory is None:
+                raise InputError(
+                    f"this app serves only the model it was started with "
+                    f"({self._model or 'embedded default'}), got {model!r}: "
+                    "restart with `dragdiff ui --model PATH`"
+                )
+            logger.info("loading model %s", model or "(embedded default)")
+            editor = self._factory(model)
+            self._editor, self._model = editor, model
+            return editor
+
+
+# --- identity LoRA in the background ------------------------------------------------------------------------
+
+
+@dataclass
+class LoraJob:
+    """Background ``prepare_lora`` for one image; the page reads ``latest`` while waiting for it."""
+
+    key: str
+    done: threading.Event = field(default_factory=threading.Event)
+    cancel: threading.Event = field(default_factory=threading.Event)
+    latest: ProgressEvent | None = None
+    error: str | None = None
+
+
+class LoraWarmer:
+    """Starts identity-LoRA training when an image arrives; one job per (model, image, prompt, LoRA)."""
+
+    def __init__(self, holder: ModelHolder):
+        self._holder = holder
+        self._jobs: dict[str, LoraJob] = {}
+        self._guard = threading.Lock()
+
+    @staticmethod
+    def job_key(model: str | None, image: Image.Image, prompt: str, config: EditConfig) -> str:
+        return f"{model}|{image_key(image)}|{prompt}|{config.lora}"
+
+    def start(self, model: str | None, image: Image.Image, prompt: str, config: EditConfig) -> LoraJob | None:
+        if not config.lora.enabled or config.lora.steps == 0:
+            return None
+        key = self.job_key(model, image, prompt, config)
+        with self._guard:
+            self._jobs = {k: j for k, j in self._jobs.items() if not j.done.is_set()}
+            job = self._jobs.get(key)
+            if job is not None and not job.cancel.is_set():
+                return job  # already training; a finished one is in the editor's cache, so start() is cheap
+            job = self._jobs[key] = LoraJob(key)
+        thread = threading.Thread(
+            target=self._run,
+            args=(job, model, image.copy(), prompt, config),
+            name="dragdiff-lora",
+            daemon=True,
+        )
+        thread.start()
+        return job
+
+    def _run(
+        self, job: LoraJob, model: str | None, image: Image.Image, prompt: str, config: EditConfig
+    ) -> None:
+        try:
+            editor = self._holder.get(model)
+            with self._holder.lock:
+                events = editor.prepare_lora(image, prompt, config)
+                try:
+                    for event in events:
+                        job.latest = event
+                        if job.cancel.is_set():
+                            break
+                finally:
+                    close = getattr(events, "close", None)
+                    if close is not None:
+                        close()
+        except Exception as exc:  # reported to the page by the edit that waits for it
+            logger.exception("background LoRA training failed")
+            job.error = str(exc) or type(exc).__name__
+        finally:
+            job.done.set()
+
+
+# --- per-tab state and outputs ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Session:
+    """The picture one browser tab is editing (its clicked points live in a State of their own).
+
+    ``generated`` holds the GeneratedImage of generated-image mode: the drag then skips LoRA and inversion.
+    """
+
+    image: Image.Image | None = None
+    key: str | None = None
+    generated: Any = None
+    mask: np.ndarray | None = None
+
+
+def _status(event: ProgressEvent, waiting: str = "") -> str:
+    text = f"**{waiting}{event.phase}** {event.step}/{event.total}"
+    if event.loss is not None:
+        text += f" · loss {event.loss:.4f}"
+    if event.message:
+        text += f" · {event.message}"
+    return text
+
+
+def _points_text(points: Sequence[tuple[int, int]]) -> str:
+    if not points:
+        return "No points yet: click a handle (red), then its target (blue)."
+    pairs = [f"({points[i][0]}, {points[i][1]}) → " for i in range(0, len(points), 2)]
+    for j in range(1, len(points), 2):
+        pairs[j // 2] += f"({points[j][0]}, {points[j][1]})"
+    if len(points) % 2:
+        pairs[-1] += "… click its target"
+    return "Drags in image pixels: " + "; ".join(pairs)
+
+
+def save_outputs(result: DragResult, folder: Path) -> tuple[list[Path], dict[str, Any]]:
+    """Write the edited image, JSON record, animation, input and instruction picture atomically to ``folder``.
+
+    Returns the files and the record as written: the engine's record plus the names of the files beside it.
+    """
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = {
+        "image": folder / "edited.png",
+        "record": folder / "record.json",
+        "gif": folder / "drag.gif",
+        "input": folder / "input.png",
+        "instruction": folder / "user_drag.png",
+    }
+    io.atomic_save_image(result.image, paths["image"])
+    record = {**result.record, "files": {name: path.name for name, path in paths.items()}}
+    io.atomic_write_json(paths["record"], record)
+    io.save_animation(_animation(result), paths["gif"], fps=6)
+    io.atomic_save_image(result.source, paths["input"])
+    io.atomic_save_image(viz.draw_instruction(result.source, result.instruction), paths["instruction"])
+    return [paths["image"], paths["record"], paths["gif"], paths["input"], paths["instruction"]], record
+
+
+def _animation(result: DragResult) -> list[Image.Image]:
+    """Tracking frames when the engine recorded them, bracketed by the instruction and the result."""
+    ins = result.instruction
+    first = viz.draw_instruction(result.source, ins)
+    last = viz.draw_tracking(result.image, ins.handles, ins.targets, result.final_handles or ins.handles)
+    frames = [f.resize(result.source.size) if f.size != result.source.size else f for f in result.frames]
+    return [first, *frames, last, result.image.convert("RGB")]
+
+
+def _as_user_error(exc: Exception) -> gr.Error:
+    """Every failure reaches the page as a one-line message; unexpected ones are also logged in full."""
+    if isinstance(exc, ValueError | FileNotFoundError):
+        return gr.Error(str(exc))
+    logger.exception("the web editor hit an unexpected error")
+    return gr.Error(f"{type(exc).__name__}: {exc}")
+
+
+# --- the page -----------------------------------------------------------------------------------------------
+
+
+def build_app(
+    editor: Any,
+    *,
+    output_dir: str | Path,
+    model: str | None = None,
+    preloaded: Any = None,
+    title: str = "dragdiff",
+) -> gr.Blocks:
+    """Build the web editor around a DragEditor, or a factory ``model -> DragEditor`` (loaded on first use).
+
+    ``model`` is the model the page starts with (None = the embedded default); with a factory, ``preloaded``
+    may be the editor already loaded for ``model``. Edits write their files into ``output_dir``. Launch with
+    ``serve``; building never starts a server.
+    """
+    if hasattr(editor, "iter_edit"):
+        holder = ModelHolder(editor=editor, model=model)
+    elif callable(editor):
+        holder = ModelHolder(editor=preloaded, factory=editor, model=model)
+    else:
+        raise TypeError(
+            f"build_app needs a DragEditor or a factory returning one, got {type(editor).__name__}"
+        )
+    out_root = Path(output_dir).resolve()
+    out_root.mkdir(parents=True, exist_ok=True)
+    warmer = LoraWarmer(holder)
+    stops: dict[str, threading.Event] = {}
+    lora_by_tab: dict[str, LoraJob] = {}
+
+    def tab(request: gr.Request | None) -> str:
+        return getattr(request, "session_hash", None) or "default"
+
+    # -- handlers --------------------------------------------------------------------------------------------
+
+    def on_editor_change(request: gr.Request, value, session: Session, points, model, prompt, preset, *panel):
+        # gr.Request comes first: Gradio injects it by position, which *panel would otherwise swallow
+        image = editor_background(value)
+        if image is None:  # the editor reports an upload before its image has arrived: wait for it
+            return gr.skip(), gr.skip(), gr.skip(), gr.skip()
+        mask = mask_from_editor(value, image.size)
+        key = image_key(image)
+        if key == session.key:  # the same picture: a mask stroke (or the generated image arriving)
+            session = replace(session, mask=mask)
+            return session, gr.skip(), render_points(image, points, mask), _points_text(points)
+        # a new picture: forget the points, start its identity LoRA
+        session = Session(image=image, key=key, mask=mask)
+        _warm_up(image, model, prompt, preset, panel, request)
+        return session, (), render_points(image, (), mask), _points_text(())
+
+    def _warm_up(image, model_text, prompt, preset_name, panel, request) -> None:
+        try:
+            config = config_from_panel(preset_name, panel)
+        except ValueError as exc:
+            gr.Warning(f"identity LoRA not started: {exc}")
+            return
+        previous = lora_by_tab.pop(tab(request), None)
+        job = warmer.start(_model_arg(model_text) or holder.model, image, prompt or "", config)
+        if previous is not None and previous is not job:
+            previous.cancel.set()
+        if job is not None:
+            lora_by_tab[tab(request)] = job
+
+    def on_click(session: Session, points, evt: gr.SelectData):
+        if session.image is None or evt.index is None:
+            raise gr.Error("upload or generate an image first")
+        point = display_to_image(evt.index, display_scale(session.image.size), session.image.size)
+        points = (*points, point)
+        return points, render_points(session.image, points, session.mask), _points_text(points)
+
+    def on_points(session: Session, points, how: str):
+        points = tuple(points[:-1]) if how == "undo" else ()
+        view = render_points(session.image, points, session.mask) if session.image is not None else None
+        return points, view, _points_text(points)
+
+    def on_preset(preset_name):
+        try:
+            return panel_values(preset_name)
+        except ValueError as exc:
+            raise _as_user_error(exc) from None
+
+    def on_generate(prompt, model_text, preset_name, *panel):
+        try:
+            config = config_from_panel(preset_name, panel)
+            if not (prompt or "").strip():
+                raise InputError("type a prompt to generate an image from")
+            editor_ = holder.get(_model_arg(model_text) or holder.model)
+            with holder.lock:
+                generated = editor_.generate(prompt, config)
+        except Exception as exc:
+            raise _as_user_error(exc) from None
+        image = generated.image.convert("RGB")
+        session = Session(image=image, key=image_key(image), generated=generated)
+        value = {"background": np.asarray(image), "layers": [], "composite": None}
+        return session, (), value, render_points(image, (), None), _points_text(())
+
+    def on_stop(request: gr.Request):
+        event = stops.get(tab(request))
+        if event is not None and not event.is_set():
+            event.set()
+            gr.Info("Stopping after the current step…")
+
+    def on_run(request: gr.Request, session: Session, points, value, prompt, model_text, preset_name, *panel):
+        try:
+            yield from _run(session, points, value, prompt or "", model_text, preset_name, panel, request)
+        except gr.Error:
+            raise
+        except Exception as exc:
+            raise _as_user_error(exc) from None
+
+    def _run(session: Session, points, value, prompt, model_text, preset_name, panel, request):
+        skip3 = (gr.skip(), gr.skip(), gr.skip())
+        # 1. Check the inputs before touching the model.
+        if session.image is None:
+            raise InputError("upload an image or generate one first")
+        source = session.image
+        instruction = make_instruction(points, mask_from_editor(value, source.size), prompt, source.size)
+        config = config_from_panel(preset_name, panel)
+        editor_ = holder.get(_model_arg(model_text) or holder.model)
+        stop = stops[tab(request)] = threading.Event()
+        # 2. A real image: let its background LoRA finish first, showing its progress.
+        job = lora_by_tab.get(tab(request)) if session.generated is None else None
+        while job is not None and not job.done.wait(UPDATE_INTERVAL_S):
+            if job.latest is not None:
+                yield _status(job.latest, "identity LoRA (background) · "), gr.skip(), *skip3
+        # 3. Take the engine (another tab's edit may hold it).
+        while not holder.lock.acquire(timeout=UPDATE_INTERVAL_S):
+            yield "**waiting** for another edit on this model to finish…", gr.skip(), *skip3
+        try:
+            image_arg = session.generated if session.generated is not None else source
+            run = editor_.iter_edit(image_arg, instruction, config=config, stop=stop)
+            last = 0.0
+            for event in run:
+                now = time.monotonic()
+                if event.preview is not None or now - last >= UPDATE_INTERVAL_S:
+                    last = now
+                    yield _status(event), render_progress(source, instruction, event), *skip3
+            result = run.result
+        finally:
+            holder.lock.release()
+        if not isinstance(result, DragResult):
+            raise RuntimeError(f"the edit ended without a DragResult (got {type(result).__name__})")
+        # 4. Write the files; show the result beside the input.
+        folder = out_root / f"{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
+        files, record = save_outputs(result, folder)
+        text = f"**done** · {result.iterations} iterations" + (" · stopped early" if result.stopped else "")
+        last_event = ProgressEvent("done", 1, 1, handles=result.final_handles, preview=result.image)
+        yield (
+            text,
+            render_progress(source, instruction, last_event),
+            _display(result.image, display_scale(source.size)),
+            [str(p) for p in files],
+            record,
+        )
+
+    # -- layout ----------------------------------------------------------------------------------------------
+
+    defaults = panel_values(DEFAULT_PRESET)
+    with gr.Blocks(title=title, analytics_enabled=False) as app:
+        session = gr.State(Session())
+        points = gr.State(())
+        gr.Markdown(
+            "## dragdiff — drag to edit\n"
+            "1. **Upload** an image, or type a prompt and generate one. "
+            "2. **Paint** where the image may change (optional; unpainted = no mask term). "
+            "3. **Click** a handle (red), then its target (blue); repeat for more drags. "
+            "4. **Run**. Points are stored in the original image's pixels, whatever the display size."
+        )
+        with gr.Row(equal_height=False):
+            with gr.Column(scale=1, min_width=280):
+                editor_in = gr.ImageEditor(
+                    label="1 · Image and editable mask (paint)",
+                    type="numpy",
+                    image_mode="RGBA",
+                    sources=["upload", "clipboard"],
+                    transforms=(),
+                    layers=False,
+                    format="png",
+                    brush=gr.Brush(
+                        colors=["rgba(255,255,255,0.55)"], color_mode="fixed", default_size="auto"
+                    ),
+                    eraser=gr.Eraser(default_size="auto"),
+                    height=420,
+                    elem_id="dd-editor",
+                )
+            with gr.Column(scale=1, min_width=280):
+                points_view = gr.Image(
+                    label="2 · Click handle (red), then target (blue)",
+                    type="pil",
+                    interactive=False,
+                    height=420,
+                    buttons=["fullscreen"],
+                    elem_id="dd-points",
+                )
+                points_text = gr.Markdown(_points_text(()), elem_id="dd-points-text")
+                with gr.Row():
+                    undo_btn = gr.Button("Undo last point", size="sm", elem_id="dd-undo")
+                    clear_btn = gr.Button("Clear points", size="sm", elem_id="dd-clear")
+            with gr.Column(scale=1, min_width=280):
+                live_view = gr.Image(
+                    label="3 · Live edit (tracked handles)",
+                    type="pil",
+                    interactive=False,
+                    height=420,
+                    buttons=["fullscreen"],
+                    elem_id="dd-live",
+                )
+                status = gr.Markdown("", elem_id="dd-status")
+        with gr.Row():
+            prompt = gr.Textbox(
+                label="Prompt", placeholder="describe the image (optional for a drag)", scale=3
+            )
+            model_box = gr.Textbox(
+                label="Model",
+                value=holder.model or "",
+                placeholder="embedded default — or a local diffusers folder / .safetensors file",
+                scale=2,
+                elem_id="dd-model",
+            )
+        with gr.Row():
+            generate_btn = gr.Button("Generate image from prompt", elem_id="dd-generate")
+            run_btn = gr.Button("Run drag", variant="primary", elem_id="dd-run")
+            stop_btn = gr.Button("Stop", variant="stop", elem_id="dd-stop")
+        with gr.Accordion("Advanced settings", open=False):
+            preset_box = gr.Dropdown(choices=sorted(PRESETS), value=DEFAULT_PRESET, label="Preset")
+            with gr.Row():
+                panel = [
+                    gr.Number(
+                        value=value,
+                        label=label,
+                        precision=0 if isinstance(value, int) else None,
+                        elem_id="dd-" + key.replace(".", "-"),
+                        min_width=160,
+                    )
+                    for (key, label), value in zip(ADVANCED, defaults, strict=True)
+                ]
+        with gr.Row(equal_height=False):
+            result_view = gr.Image(
+                label="Result (download the full-size files on the right)",
+                type="pil",
+                interactive=False,
+                buttons=["fullscreen"],
+                elem_id="dd-result",
+            )
+            with gr.Column():
+                files = gr.File(
+                    label="Downloads", file_count="multiple", interactive=False, elem_id="dd-files"
+                )
+                record = gr.JSON(label="Record", elem_id="dd-record")
+
+        # -- wiring: light handlers never wait in the queue; engine work runs one call at a time -------------
+        light: dict[str, Any] = {"concurrency_limit": None, "show_progress": "hidden"}
+        canvas = [session, points, points_view, points_text]
+        settings = [model_box, prompt, preset_box, *panel]
+        editor_inputs = [editor_in, session, points, *settings]
+        for listen in (
+            editor_in.upload,
+            editor_in.change,
+        ):  # a new picture comes by upload; strokes by change
+            listen(on_editor_change, editor_inputs, canvas, trigger_mode="always_last", **light)
+        editor_in.clear(lambda: (Session(), (), None, _points_text(())), None, canvas, **light)
+        points_view.select(on_click, [session, points], canvas[1:], **light)
+        undo_btn.click(lambda s, p: on_points(s, p, "undo"), [session, points], canvas[1:], **light)
+        clear_btn.click(lambda s, p: on_points(s, p, "clear"), [session, points], canvas[1:], **light)
+        preset_box.change(on_preset, [preset_box], panel, **light)
+        generate_btn.click(
+            on_generate,
+            [prompt, model_box, preset_box, *panel],
+            [session, points, editor_in, points_view, points_text],
+            concurrency_id="engine",
+            concurrency_limit=1,
+        )
+        run_btn.click(
+            on_run,
+            [session, points, editor_in, prompt, model_box, preset_box, *panel],
+            [status, live_view, result_view, files, record],
+            concurrency_id="engine",
+            concurrency_limit=1,
+            show_progress="minimal",
+        )
+        stop_btn.click(on_stop, None, None, **light)
+    return app
+
+
+def serve(
+    app: gr.Blocks,
+    *,
+    output_dir: str | Path,
+    host: str = "127.0.0.1",
+    port: int | None = None,
+    share: bool = False,
+    max_file_size: str | int = DEFAULT_MAX_FILE_SIZE,
+    block: bool = True,
+) -> str:
+    """Launch the app: local bind unless ``host`` says otherwise, no tunnel unless ``share``; returns its URL.
+
+    Only ``output_dir`` (and Gradio's own upload cache) is served; bigger uploads than ``max_file_size`` fail.
+    """
+    app.queue(default_concurrency_limit=1)
+    _, local_url, share_url = app.launch(
+        server_name=host,
+        server_port=port,
+        share=share,
+        allowed_paths=[str(Path(output_dir).resolve())],
+        max_file_size=max_file_size,
+        prevent_thread_lock=not block,
+        show_error=True,
+        inbrowser=False,
+        ssr_mode=False,
+        mcp_server=False,
+        quiet=not block,
+    )
+    return share_url or local_url
