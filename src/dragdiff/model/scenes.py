@@ -569,103 +569,124 @@ def _render_backgrounds(scenes: Sequence[Scene], x: Tensor, y: Tensor, px: float
 
 
 # ----------------------------------------------------------------------------------------------------
-# Objects
+# Objects: every object of the batch is evaluated at once, flattened slot-major (all first objects, then all
+# second objects, …), so draw order is a loop over at most four contiguous slices.
 
 
-def _object_table(scenes: Sequence[Scene], n_max: int) -> tuple[Tensor, np.ndarray]:
-    """Per-object parameters (B, N, 14) and kind indices (B, N) (-1 = absent), padded to ``n_max`` objects."""
-    table = np.zeros((len(scenes), n_max, 14), dtype=np.float32)
-    table[:, :, 2:4] = 1.0  # absent objects: a unit box far from nothing, so no division by zero
-    kinds = np.full((len(scenes), n_max), -1, dtype=np.int64)
+@dataclass(frozen=True)
+class _Flat:
+    """The batch's objects, flattened slot-major; ``params`` (M, 13) on the device, the rest on the CPU."""
+
+    params: Tensor  # x, y, half-width, half-height, cos, sin, r, g, b, shade, shadow, light x, light y
+    batch: np.ndarray  # (M,) scene index of each object
+    kind: np.ndarray  # (M,) index into KINDS
+    slots: list[slice]  # objects of draw-order slot n: params[slots[n]]
+
+
+def _flatten(scenes: Sequence[Scene], device: torch.device) -> _Flat:
     kind_index = {k: i for i, k in enumerate(KINDS)}
-    for b, scene in enumerate(scenes):
-        lc, ls = math.cos(scene.light), math.sin(scene.light)
-        for n, o in enumerate(scene.objects):
-            kinds[b, n] = kind_index[o.kind]
-            table[b, n] = (
-                o.x, o.y, o.size * o.sx, o.size * o.sy, math.cos(o.rotation), math.sin(o.rotation),
-                *o.rgb, o.shade, o.shadow, lc, ls, 1.0,
-            )  # fmt: skip
-    return torch.from_numpy(table), kinds
+    rows: list[tuple[float, ...]] = []
+    batch: list[int] = []
+    kind: list[int] = []
+    slots: list[slice] = []
+    for n in range(max((len(s.objects) for s in scenes), default=0)):
+        start = len(rows)
+        for b, scene in enumerate(scenes):
+            if n < len(scene.objects):
+                o = scene.objects[n]
+                rows.append((
+                    o.x, o.y, o.size * o.sx, o.size * o.sy, math.cos(o.rotation), math.sin(o.rotation),
+                    *o.rgb, o.shade, o.shadow, math.cos(scene.light), math.sin(scene.light),
+                ))  # fmt: skip
+                batch.append(b)
+                kind.append(kind_index[o.kind])
+        slots.append(slice(start, len(rows)))
+    params = torch.tensor(rows, dtype=torch.float32).reshape(-1, 13).to(device)
+    return _Flat(params, np.array(batch, dtype=np.int64), np.array(kind, dtype=np.int64), slots)
 
 
 def _groups(labels: np.ndarray, device: torch.device) -> list[tuple[int, Tensor]]:
-    """(label, batch indices on ``device``) for each label >= 0 present, uploaded in one transfer."""
+    """(label, indices on ``device``) for each distinct label, all uploaded in one transfer."""
     order = np.argsort(labels, kind="stable")
-    present, starts = np.unique(labels[order], return_index=True)
-    keep = present >= 0
+    values, starts = np.unique(labels[order], return_index=True)
     flat = torch.from_numpy(order).to(device)
     bounds = [*starts.tolist(), len(order)]
-    return [(int(k), flat[bounds[i] : bounds[i + 1]]) for i, k in enumerate(present) if keep[i]]
+    return [(int(k), flat[bounds[i] : bounds[i + 1]]) for i, k in enumerate(values)]
 
 
 def _distance(xs: Tensor, ys: Tensor, obj: Tensor, kinds: np.ndarray) -> Tensor:
-    """Signed distance in image units from points (B, ..., S, S) to each batch item's object (B, 14)."""
+    """Signed distance in image units from points (M, ..., S, S) to each object (M, 13)."""
     shape = (-1,) + (1,) * (xs.dim() - 1)
     cx, cy, hx, hy, c, s = (obj[:, i].reshape(shape) for i in range(6))
     dx, dy = xs - cx, ys - cy
     u = (c * dx + s * dy) / hx  # object-local, unit box
     v = (-s * dx + c * dy) / hy
-    d = torch.full_like(u, 1.0)
+    d = torch.empty_like(u)
     for k, idx in _groups(kinds, xs.device):
         d[idx] = _SDFS[k](u[idx], -v[idx])  # the SDFs have y up
     return d * torch.minimum(hx, hy)  # unit-space distance -> image units (exact for unstretched shapes)
 
 
 def _shade(obj: Tensor, x: Tensor, y: Tensor) -> Tensor:
-    """Shaded object colour (B, 3, S, S): a light-direction gradient plus a soft highlight."""
+    """Shaded object colours (M, 3, S, S): a light-direction gradient plus a soft highlight."""
     cx, cy, hx, hy = (obj[:, i, None, None] for i in range(4))
     rgb, strength = obj[:, 6:9, None, None], obj[:, 9, None, None]
     lx, ly = obj[:, 11, None, None], obj[:, 12, None, None]
     r = torch.maximum(hx, hy)
-    ox, oy = (x - cx) / r, (y - cy) / r  # (B, S, S), image-aligned offset from the centre
+    ox, oy = (x - cx) / r, (y - cy) / r  # (M, S, S), image-aligned offset from the centre
     ramp = (ox * lx + oy * ly).clamp(-1.2, 1.2)  # +1 towards the light
     spot = torch.exp(-((ox - 0.45 * lx) ** 2 + (oy - 0.45 * ly) ** 2) / 0.12)
     lit = rgb * (1 + strength[:, None] * 0.35 * ramp[:, None]) + (strength * 0.45 * spot)[:, None] * (1 - rgb)
     return lit.clamp(0.0, 1.0)
 
 
-def _layers(scenes: Sequence[Scene], size: int, device: torch.device | str | None):
-    """The pixel grid and, per object slot: (params (B, 14), coverage (B, S, S), shadow (B, S, S))."""
-    dev = torch.device(device) if device is not None else torch.device("cpu")
-    n_max = max((len(s.objects) for s in scenes), default=0)
-    table, kinds = _object_table(scenes, max(n_max, 1))
-    table = table.to(dev)
-    coords = (torch.arange(size, device=dev, dtype=torch.float32) + 0.5) / size
+def _grid(size: int, device: torch.device) -> tuple[Tensor, Tensor]:
+    """Pixel-centre coordinates x, y, each (1, S, S), in image units."""
+    coords = (torch.arange(size, device=device, dtype=torch.float32) + 0.5) / size
     y, x = torch.meshgrid(coords, coords, indexing="ij")  # (S, S)
-    x, y = x[None], y[None]  # (1, S, S)
-    px = 1.0 / size
-    layers = []
-    for n in range(n_max):
-        obj = table[:, n]  # (B, 14)
-        present = obj[:, 13, None, None]  # (B, 1, 1), 0 for padding
-        off = _SHADOW_OFFSET * torch.minimum(obj[:, 2], obj[:, 3])[:, None, None, None]  # (B, 1, 1, 1)
-        # the shadow is the object's shape shifted away from the light: evaluate the SDF at p + offset·light
-        xs = torch.stack(
-            [x.expand(len(scenes), -1, -1), x + off[:, 0] * obj[:, 11, None, None]], 1
-        )  # (B, 2, S, S)
-        ys = torch.stack([y.expand(len(scenes), -1, -1), y + off[:, 0] * obj[:, 12, None, None]], 1)
-        d = _distance(xs, ys, obj, kinds[:, n])  # (B, 2, S, S)
-        cover = _aa_step(d[:, 0], px) * present
-        shadow = torch.sigmoid(-d[:, 1] / _SHADOW_BLUR) * obj[:, 10, None, None] * present
-        layers.append((obj, cover, shadow))
-    return x, y, px, layers
+    return x[None], y[None]
+
+
+def _coverage(flat: _Flat, x: Tensor, y: Tensor, px: float) -> tuple[Tensor, Tensor]:
+    """Anti-aliased coverage and drop-shadow opacity of every object, each (M, S, S)."""
+    obj = flat.params
+    off = _SHADOW_OFFSET * torch.minimum(obj[:, 2], obj[:, 3])[:, None, None]  # (M, 1, 1)
+    # the shadow is the object's shape shifted away from the light: evaluate the SDF at p + offset·light
+    xs = torch.stack([x.expand(len(obj), -1, -1), x + off * obj[:, 11, None, None]], 1)  # (M, 2, S, S)
+    ys = torch.stack([y.expand(len(obj), -1, -1), y + off * obj[:, 12, None, None]], 1)
+    d = _distance(xs, ys, obj, flat.kind)  # (M, 2, S, S)
+    cover = _aa_step(d[:, 0], px)
+    shadow = torch.sigmoid(-d[:, 1] / _SHADOW_BLUR) * obj[:, 10, None, None]
+    return cover, shadow
+
+
+def _device(device: torch.device | str | None) -> torch.device:
+    return torch.device(device) if device is not None else torch.device("cpu")
 
 
 def render(scenes: Sequence[Scene], size: int, device: torch.device | str | None = None) -> Tensor:
     """Render a batch of scenes: (B, 3, size, size) float32 in [0, 1] on ``device`` (default CPU).
 
-    Deterministic given the scenes; every object of every scene is evaluated at once per draw-order slot.
+    Deterministic given the scenes. Every object of the batch is evaluated at once (one SDF call per kind);
+    the objects are then composited in draw order, one slot at a time.
     """
     if size < 1:
         raise InputError(f"render size must be >= 1, got {size}")
     if len(scenes) == 0:
         raise InputError("render needs at least one scene, got none")
-    x, y, px, layers = _layers(scenes, size, device)
-    img = _render_backgrounds(scenes, x, y, px)  # (B, 3, S, S)
-    for obj, cover, shadow in layers:
-        img = img * (1 - shadow[:, None])
-        img = torch.lerp(img, _shade(obj, x, y), cover[:, None])
+    dev = _device(device)
+    x, y = _grid(size, dev)
+    img = _render_backgrounds(scenes, x, y, 1.0 / size)  # (B, 3, S, S)
+    flat = _flatten(scenes, dev)
+    if len(flat.batch) == 0:
+        return img.clamp(0.0, 1.0)
+    cover, shadow = _coverage(flat, x, y, 1.0 / size)  # (M, S, S) each
+    colour = _shade(flat.params, x, y)  # (M, 3, S, S)
+    batch = torch.from_numpy(flat.batch).to(dev)  # (M,)
+    for sl in flat.slots:
+        b = batch[sl]  # scenes with an object in this slot (each at most once)
+        under = img[b] * (1 - shadow[sl, None])
+        img = img.index_copy(0, b, torch.lerp(under, colour[sl], cover[sl, None]))
     return img.clamp(0.0, 1.0)
 
 
@@ -673,10 +694,15 @@ def render_masks(scenes: Sequence[Scene], size: int, device: torch.device | str 
     """Visible coverage per object slot: (B, N, size, size) in [0, 1], after occlusion by later objects."""
     if len(scenes) == 0:
         raise InputError("render_masks needs at least one scene, got none")
-    _, _, _, layers = _layers(scenes, size, device)
-    if not layers:
-        return torch.zeros(len(scenes), 0, size, size, device=device)
-    covers = torch.stack([cover for _, cover, _ in layers], 1)  # (B, N, S, S)
+    dev = _device(device)
+    flat = _flatten(scenes, dev)
+    covers = torch.zeros(len(scenes), len(flat.slots), size, size, device=dev)  # (B, N, S, S)
+    if len(flat.batch) == 0:
+        return covers
+    x, y = _grid(size, dev)
+    cover, _ = _coverage(flat, x, y, 1.0 / size)  # (M, S, S)
+    slot = np.concatenate([np.full(sl.stop - sl.start, n) for n, sl in enumerate(flat.slots)])
+    covers[torch.from_numpy(flat.batch).to(dev), torch.from_numpy(slot).to(dev)] = cover
     # visible_n = cover_n · Π_{m>n} (1 − cover_m)
     above = torch.cumprod((1 - covers).flip(1), 1).flip(1)  # Π_{m>=n}
     above = torch.cat([above[:, 1:], torch.ones_like(above[:, :1])], 1)  # Π_{m>n}
