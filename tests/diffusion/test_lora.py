@@ -1,0 +1,92 @@
+"""Identity LoRA (SPEC §2): training, the base UNet left clean, caching, diffusers-format save/reload."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import torch
+
+from dragdiff.config import LoraConfig
+from dragdiff.diffusion.lora import (
+    WEIGHT_NAME,
+    LoraCache,
+    lora_adapter,
+    lora_cache_key,
+    train_lora,
+)
+
+CFG = LoraConfig(steps=2, batch_size=2, rank=4)
+
+
+def _eps(pipe, seed: int = 0) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    z, emb = torch.randn(1, 4, 8, 16, generator=g), torch.randn(1, 16, 32, generator=g)
+    with torch.no_grad():
+        return pipe.unet(z, 400, emb).sample
+
+
+def _train(pipe, image, prompt: str = "a cat", cfg: LoraConfig = CFG):
+    steps = train_lora(pipe, image.resize((64, 32)), prompt, cfg, side=64)
+    events = []
+    while True:
+        try:
+            events.append(next(steps))
+        except StopIteration as done:
+            return done.value, events
+
+
+def test_training_yields_progress_and_leaves_the_base_clean(tiny_pipeline, tiny_image) -> None:
+    base_keys = set(tiny_pipeline.unet.state_dict())
+    base_eps = _eps(tiny_pipeline)
+    state, events = _train(tiny_pipeline, tiny_image)
+    assert [e.step for e in events] == [1, 2] and all(e.phase == "lora" and e.loss > 0 for e in events)
+    targets = {k.split(".lora_")[0].rsplit(".", 1)[-1] for k in state}
+    assert {"to_q", "to_k", "to_v", "0"} <= targets  # to_out.0 ends in "0"
+    assert all(v.dtype == torch.float32 for v in state.values())
+    assert any(v.abs().max() > 0 for k, v in state.items() if "lora_B" in k)  # B moved off its zero init
+    assert set(tiny_pipeline.unet.state_dict()) == base_keys  # adapter removed again
+    torch.testing.assert_close(_eps(tiny_pipeline), base_eps)
+
+
+def test_untrained_adapter_is_the_identity_and_trained_one_is_not(tiny_pipeline, tiny_image) -> None:
+    base = _eps(tiny_pipeline)
+    with lora_adapter(tiny_pipeline.unet, CFG):  # B = 0 at init
+        torch.testing.assert_close(_eps(tiny_pipeline), base)
+    state, _ = _train(tiny_pipeline, tiny_image)
+    with lora_adapter(tiny_pipeline.unet, CFG, state):
+        assert (_eps(tiny_pipeline) - base).abs().max() > 0
+
+
+def test_training_is_deterministic(tiny_pipeline, tiny_image) -> None:
+    a, _ = _train(tiny_pipeline, tiny_image)
+    b, _ = _train(tiny_pipeline, tiny_image)
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_cache_key_changes_with_each_input(tiny_image) -> None:
+    img = tiny_image.resize((64, 32))
+    key = lora_cache_key(img, "a cat", "model-a", CFG)
+    assert key == lora_cache_key(img.copy(), "a cat", "model-a", CFG)
+    other_image = img.copy()
+    other_image.putpixel((0, 0), (0, 0, 0))
+    assert key != lora_cache_key(other_image, "a cat", "model-a", CFG)
+    assert key != lora_cache_key(img, "a dog", "model-a", CFG)
+    assert key != lora_cache_key(img, "a cat", "model-b", CFG)
+    assert key != lora_cache_key(img, "a cat", "model-a", dataclasses.replace(CFG, steps=3))
+
+
+def test_saved_adapter_reloads_from_disk_and_with_diffusers(
+    tiny_pipeline, tiny_image, tmp_path: Path
+) -> None:
+    state, _ = _train(tiny_pipeline, tiny_image)
+    with lora_adapter(tiny_pipeline.unet, CFG, state):
+        ours = _eps(tiny_pipeline)
+    LoraCache(tmp_path).put("k1", state, CFG)
+    assert (tmp_path / "k1" / WEIGHT_NAME).is_file()
+    fresh = LoraCache(tmp_path).get("k1")  # a new process: from disk
+    assert fresh is not None and fresh.keys() == state.keys()
+    assert all(torch.equal(fresh[k], state[k]) for k in state)
+    assert LoraCache(tmp_path).get("missing") is None
+    tiny_pipeline.load_lora_weights(tmp_path / "k1")  # the standard diffusers loader reads it too
+    torch.testing.assert_close(_eps(tiny_pipeline), ours, rtol=1e-4, atol=1e-5)
