@@ -1,4 +1,4 @@
-"""Reference-latent control: layer selection by name, install/restore, and what the edited branch attends to."""
+"""Reference-latent control: layer selection by name, install/restore, what the edited branch attends to."""
 
 from __future__ import annotations
 

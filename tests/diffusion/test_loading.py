@@ -1,4 +1,4 @@
-"""load_pipeline: folders, single files, the embedded default, hub ids (offline: must fail fast), bad paths."""
+"""load_pipeline: folders, single files, the embedded default, hub ids (offline: fail fast), bad paths."""
 
 from __future__ import annotations
 
