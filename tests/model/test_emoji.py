@@ -138,3 +138,27 @@ def test_real_noto_pack(noto_font: Path, tmp_path: Path):
     assert "watch" in pack.names and all(n == n.lower() for n in pack.names)
     assert (pack.images[..., 3] > 0).mean() > 0.2  # real pictures, not empty bitmaps
     assert set(pack.licences) == {emoji.NOTO_LICENCE}
+
+
+def test_fluent_names_drop_skin_tone_suffixes():
+    stems = {"man-dancing-default", "man-dancing-light", "man-dancing-medium-dark", "new-moon-face"}
+    assert emoji.fluent_name("man-dancing-default", stems) == "man dancing"
+    assert emoji.fluent_name("man-dancing-light", stems) == "man dancing"
+    assert emoji.fluent_name("man-dancing-medium-dark", stems) is None  # only FLUENT_TONES are kept
+    assert emoji.fluent_name("new-moon-face", stems) == "new moon face"
+
+
+def test_fluent_svgs_render_into_a_pack(tmp_path: Path, noto_font: Path):
+    pytest.importorskip("cairosvg")
+    flat = tmp_path / "flat"
+    flat.mkdir()
+    (flat / "red-square.svg").write_text(
+        '<svg xmlns="http://www.w3.org/2000/svg" width="32" height="32" viewBox="0 0 32 32">'
+        '<rect x="8" y="8" width="16" height="16" fill="#ff0000"/></svg>'
+    )
+    out = emoji.build_emoji_pack(tmp_path / "pack.npz", size=16, font=noto_font, fluent_dir=flat, limit=3)
+    pack = emoji.EmojiPack.load(out)
+    assert pack.names[-1] == "red square" and pack.sources[-1] == "fluentui-emoji"
+    assert pack.licences[-1] == emoji.FLUENT_LICENCE
+    sprite = pack.images[-1]
+    assert tuple(sprite[8, 8]) == (255, 0, 0, 255) and sprite[1, 1, 3] == 0  # red inside, clear outside

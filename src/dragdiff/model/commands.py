@@ -1,8 +1,10 @@
 """``dragdiff make-data``: build the emoji pack; write preview grids or captioned training samples.
 
-dragdiff make-data --emoji-pack .carry/emoji_pack.npz          # fetch Noto Color Emoji, write the pack
-dragdiff make-data --preview grid.png [--emoji PACK.npz]       # 8×8 grid + grid.txt with the captions
-dragdiff make-data --count 1000 --out samples/ [--emoji PACK]  # samples/000000.png + .txt pairs
+Examples::
+
+    dragdiff make-data --emoji-pack .carry/emoji_pack.npz --fluent  # Noto (+ Fluent) emoji -> the pack
+    dragdiff make-data --preview grid.png --emoji PACK.npz         # 8x8 grid + grid.txt with the captions
+    dragdiff make-data --count 1000 --out samples/ --emoji PACK    # samples/000000.png + .txt pairs
 """
 
 from __future__ import annotations
@@ -43,6 +45,10 @@ def _register_make_data(subparsers: Any) -> None:
     )
     p.add_argument(
         "--noto-font", type=Path, metavar="FONT.ttf", help="use this NotoColorEmoji.ttf, no download"
+    )
+    p.add_argument("--fluent", action="store_true", help="add Fluent flat emoji to the pack (npm + cairosvg)")
+    p.add_argument(
+        "--fluent-dir", type=Path, metavar="DIR", help="use this folder of Fluent SVGs, no download"
     )
     p.add_argument("--emoji-size", type=int, default=64, help="emoji pack sprite size in px (default 64)")
     p.add_argument("--emoji", type=Path, metavar="PACK.npz", help="mix emoji from this pack into the samples")
@@ -99,8 +105,15 @@ def make_data(args: argparse.Namespace) -> int:
     _check(args)
     emoji = args.emoji
     if args.emoji_pack is not None:
-        print(f"building the emoji pack {args.emoji_pack} …")
-        emoji = build_emoji_pack(args.emoji_pack, size=args.emoji_size, font=args.noto_font)
+        with tqdm(unit=" emoji", desc=f"building {args.emoji_pack}") as bar:
+            emoji = build_emoji_pack(
+                args.emoji_pack,
+                size=args.emoji_size,
+                font=args.noto_font,
+                fluent=args.fluent,
+                fluent_dir=args.fluent_dir,
+                progress=lambda _name: bar.update(),
+            )
         print(pack_summary(EmojiPack.load(emoji)))
     if not (args.preview or args.count):
         return 0

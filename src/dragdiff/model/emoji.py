@@ -1,9 +1,11 @@
-"""Colour-emoji composites: emoji bitmaps pasted over procedural backgrounds, captioned from Unicode names.
+"""Colour-emoji composites: emoji bitmaps pasted over procedural backgrounds, captioned from their names.
 
-Source: Noto Color Emoji from Debian's ``fonts-noto-color-emoji`` package (emoji images Apache-2.0, font file
-SIL OFL 1.1). ``build_emoji_pack`` fetches the package with ``apt-get download`` (no install), reads the PNG
-bitmaps of the font's CBDT table with fontTools and keeps every single-codepoint emoji whose Unicode name is
-known, as a compact ``.npz``: ``images`` uint8 RGBA (K, S, S, 4), ``names``, ``sources``, ``licences`` (K,).
+Sources (permissive only): Noto Color Emoji from Debian's ``fonts-noto-color-emoji`` package (images
+Apache-2.0, font file SIL OFL 1.1), fetched with ``apt-get download`` (no install), PNG bitmaps read from the
+font's CBDT table with fontTools, one per single-codepoint emoji, named from ``unicodedata``; optionally the
+flat Fluent emoji of the npm package ``fluentui-emoji`` (MIT), fetched with ``npm pack``, rendered with
+cairosvg, named from their file names. ``build_emoji_pack`` stores them as a compact ``.npz``: ``images``
+uint8 RGBA (K, S, S, 4), ``names``, ``sources``, ``licences`` (K,).
 
 ``EmojiPack.composite`` pastes 1–2 emoji per image at random scale, position and rotation (an affine
 ``F.grid_sample`` of premultiplied RGBA), batched on the device, over ``dragdiff.model.scenes`` backgrounds.
@@ -19,7 +21,7 @@ import subprocess
 import tarfile
 import tempfile
 import unicodedata
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -39,6 +41,10 @@ DEFAULT_PACK = Path(".carry/emoji_pack.npz")
 NOTO_PACKAGE = "fonts-noto-color-emoji"
 NOTO_FONT = "NotoColorEmoji.ttf"
 NOTO_LICENCE = "Apache-2.0 (images); font SIL OFL 1.1"
+FLUENT_PACKAGE = "fluentui-emoji"
+FLUENT_LICENCE = "MIT"
+FLUENT_TONES = ("default", "light", "dark")  # skin tones kept, of the six each person comes in
+_ALL_TONES = ("medium-light", "medium-dark", "default", "light", "medium", "dark")  # longest suffixes first
 
 # code points with a glyph that are not emoji on their own (keycap bases, modifiers, letters for flags)
 _SKIP_PREFIXES = (
@@ -169,34 +175,113 @@ def noto_emoji(font: Path, size: int = 64) -> Iterator[tuple[str, np.ndarray]]:
         yield name, _square_rgba(bitmap.imageData, size)
 
 
-def build_emoji_pack(
-    out: Path = DEFAULT_PACK, size: int = 64, font: Path | None = None, limit: int | None = None
-) -> Path:
-    """Write the emoji pack ``out`` (.npz) from Noto Color Emoji; download the font when ``font`` is None.
+# ----------------------------------------------------------------------------------------------------
+# Fluent flat emoji (npm package, MIT): SVGs named like "smiling-face-with-halo.svg", people in six skin tones
 
-    ``limit`` keeps only the first ``limit`` emoji (for tests). Returns ``out``. Written atomically.
+
+def download_fluent(work_dir: Path) -> Path:
+    """Fetch the npm package ``fluentui-emoji`` with ``npm pack`` into ``work_dir``; return its SVG folder."""
+    npm = shutil.which("npm")
+    if npm is None:
+        raise EmojiSourceError(
+            f"npm not found: cannot download {FLUENT_PACKAGE}; pass its icons/flat folder instead"
+        )
+    proc = subprocess.run(
+        [npm, "pack", FLUENT_PACKAGE], cwd=work_dir, capture_output=True, text=True, check=False
+    )
+    tgz = sorted(work_dir.glob(f"{FLUENT_PACKAGE}-*.tgz"))
+    if proc.returncode != 0 or not tgz:
+        detail = (proc.stderr.strip().splitlines() or ["no output"])[-1]
+        raise EmojiSourceError(f"npm pack {FLUENT_PACKAGE} failed ({detail})")
+    folder = work_dir / "flat"
+    folder.mkdir(exist_ok=True)
+    with tarfile.open(tgz[-1]) as tar:
+        for info in tar.getmembers():
+            parts = info.name.split("/")
+            if info.isfile() and parts[-2:-1] == ["flat"] and parts[-1].endswith(".svg"):
+                src = tar.extractfile(info)
+                assert src is not None
+                (folder / Path(parts[-1]).name).write_bytes(src.read())
+    return folder
+
+
+def fluent_name(stem: str, stems: set[str]) -> str | None:
+    """Caption name of a Fluent SVG file stem; None for skin-tone variants other than ``FLUENT_TONES``."""
+    for tone in _ALL_TONES:
+        base = stem.removesuffix("-" + tone)
+        if base != stem and f"{base}-default" in stems:
+            return base.replace("-", " ") if tone in FLUENT_TONES else None
+    return stem.replace("-", " ")
+
+
+def fluent_emoji(folder: Path, size: int = 64) -> Iterator[tuple[str, np.ndarray]]:
+    """(caption name, (size, size, 4) uint8 RGBA) per flat Fluent SVG in ``folder``, rendered by cairosvg."""
+    try:
+        import cairosvg  # the "data" extra
+    except ImportError as exc:
+        raise EmojiSourceError("Fluent emoji need cairosvg: pip install 'dragdiff[data]'") from exc
+    svgs = sorted(Path(folder).glob("*.svg"))
+    stems = {p.stem for p in svgs}
+    for svg in svgs:
+        name = fluent_name(svg.stem, stems)
+        if name is None:
+            continue
+        png = cairosvg.svg2png(url=str(svg), output_width=size, output_height=size)
+        yield name, np.asarray(Image.open(io.BytesIO(png)).convert("RGBA"))
+
+
+# ----------------------------------------------------------------------------------------------------
+# The pack
+
+
+def build_emoji_pack(
+    out: Path = DEFAULT_PACK,
+    size: int = 64,
+    font: Path | None = None,
+    fluent: bool = False,
+    fluent_dir: Path | None = None,
+    limit: int | None = None,
+    progress: Callable[[str], None] | None = None,
+) -> Path:
+    """Write the emoji pack ``out`` (.npz): Noto Color Emoji, plus Fluent flat emoji when asked.
+
+    ``font``: a local NotoColorEmoji.ttf (else downloaded with apt-get). ``fluent``: add Fluent emoji,
+    from ``fluent_dir`` (the package's icons/flat folder) or downloaded with npm. ``limit`` keeps only the
+    first ``limit`` emoji of each source (for tests). ``progress`` is called with each emoji's name.
+    Returns ``out``; written atomically.
     """
     if size < 8:
         raise InputError(f"emoji size must be >= 8 px, got {size}")
+    names: list[str] = []
+    images: list[np.ndarray] = []
+    sources: list[str] = []
+    licences: list[str] = []
+
+    def take(items: Iterator[tuple[str, np.ndarray]], source: str, licence: str) -> None:
+        for count, (name, image) in enumerate(items):
+            if limit is not None and count >= limit:
+                break
+            names.append(name)
+            images.append(image)
+            sources.append(source)
+            licences.append(licence)
+            if progress is not None:
+                progress(name)
+
     with tempfile.TemporaryDirectory(prefix="dragdiff-emoji-") as tmp:
         font_path = Path(font) if font is not None else download_noto_font(Path(tmp))
         if not font_path.is_file():
             raise EmojiSourceError(f"emoji font not found: {font_path}")
-        items = []
-        for item in noto_emoji(font_path, size):
-            items.append(item)
-            if limit is not None and len(items) >= limit:
-                break
-    if not items:
+        take(noto_emoji(font_path, size), "noto-color-emoji", NOTO_LICENCE)
+        if fluent or fluent_dir is not None:
+            folder = Path(fluent_dir) if fluent_dir is not None else download_fluent(Path(tmp))
+            if not folder.is_dir():
+                raise EmojiSourceError(f"Fluent emoji folder not found: {folder}")
+            take(fluent_emoji(folder, size), "fluentui-emoji", FLUENT_LICENCE)
+    if not names:
         raise EmojiSourceError(f"no emoji found in {font_path}")
-    write_pack(
-        out,
-        np.stack([img for _, img in items]),
-        [name for name, _ in items],
-        ["noto-color-emoji"] * len(items),
-        [NOTO_LICENCE] * len(items),
-    )
-    log.info("wrote %d emoji (%d px) to %s", len(items), size, out)
+    write_pack(out, np.stack(images), names, sources, licences)
+    log.info("wrote %d emoji (%d px) to %s", len(names), size, out)
     return out
 
 
