@@ -1,0 +1,155 @@
+"""DragEditor end to end on the tiny pipeline: real and generated images, determinism, stop, input checks."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import build_tiny_pipeline
+from dragdiff.config import ConfigError, EditConfig, GenerateConfig
+from dragdiff.editor import DragEditor
+from dragdiff.types import DragInstruction, InputError
+
+FAST = EditConfig().override(
+    **{
+        "lora.steps": 2,
+        "lora.batch_size": 1,
+        "lora.rank": 4,
+        "inversion.num_steps": 10,  # 7 inverted steps, t = 601
+        "drag.max_iterations": 3,
+    }
+)
+
+
+@pytest.fixture(scope="module")
+def editor(tmp_path_factory: pytest.TempPathFactory) -> DragEditor:
+    return DragEditor(build_tiny_pipeline(), lora_cache_dir=tmp_path_factory.mktemp("lora-cache"))
+
+
+def _instruction(mask: bool = True) -> DragInstruction:
+    m = np.zeros((44, 60), dtype=bool)
+    m[8:36, 8:52] = True
+    return DragInstruction.from_pairs(
+        [((21, 22), (40, 22)), ((5, 5), (8, 30))], mask=m if mask else None, prompt="a cat"
+    )
+
+
+def _pixels(image) -> np.ndarray:
+    return np.asarray(image, dtype=np.int16)
+
+
+def test_real_image_edit_end_to_end(editor: DragEditor, tiny_image) -> None:
+    before = _pixels(tiny_image).copy()
+    processors = dict(editor.pipe.unet.attn_processors)
+    keys = set(editor.pipe.unet.state_dict())
+    run = editor.iter_edit(tiny_image, _instruction(), FAST)
+    events = list(run)
+    result = run.result
+    assert result is not None
+    phases = [e.phase for e in events]
+    assert phases[0] == "lora" and phases[-1] == "done"
+    assert phases.index("inversion") < phases.index("drag") < phases.index("denoise")
+    assert phases.count("denoise") == 7
+    assert result.image.size == tiny_image.size  # 60x44, not a multiple of 8, in and out
+    assert 1 <= result.iterations <= 3 and not result.stopped
+    drag_events = [e for e in events if e.phase == "drag"]
+    assert all(len(e.handles) == 2 and e.loss is not None for e in drag_events)
+    rec = result.record
+    assert rec["mode"] == "real" and rec["lora"] and rec["timestep"] == 601
+    assert rec["work_size"] == [64, 32] and rec["grid_size"] == [32, 16]
+    assert rec["instruction"]["mask"] is True and len(rec["tracked_handles"]["after"]) == 2
+    assert {"lora", "inversion", "drag", "denoise", "decode", "total"} <= rec["timings"].keys()
+    assert rec["config"]["drag"]["max_iterations"] == 3 and "torch" in rec["package_versions"]
+    assert np.array_equal(_pixels(tiny_image), before)  # the input is never modified
+    assert set(editor.pipe.unet.state_dict()) == keys  # LoRA unloaded
+    assert all(editor.pipe.unet.attn_processors[k] is v for k, v in processors.items())  # control removed
+
+
+def test_same_inputs_same_output(editor: DragEditor, tiny_image) -> None:
+    a = editor.edit(tiny_image, _instruction(), FAST)
+    b = editor.edit(tiny_image, _instruction(), FAST)  # the second run reuses the cached LoRA
+    assert np.array_equal(_pixels(a.image), _pixels(b.image))
+    assert a.final_handles == b.final_handles
+
+
+def test_stop_flag_ends_optimisation_but_still_returns(editor: DragEditor, tiny_image) -> None:
+    stop = threading.Event()
+    cfg = FAST.override(**{"lora.enabled": False, "drag.max_iterations": 50, "drag.stop_distance": 0.0})
+    run = editor.iter_edit(tiny_image, _instruction(mask=False), cfg, stop)
+    for event in run:
+        if event.phase == "drag":
+            stop.set()
+    result = run.result
+    assert result is not None and result.stopped and result.iterations == 1
+    assert result.record["stopped"] and result.image.size == tiny_image.size
+
+
+def test_handles_already_at_targets_need_no_iterations(editor: DragEditor, tiny_image) -> None:
+    cfg = FAST.override(**{"lora.enabled": False, "runtime.preview_every": 1})
+    near = DragInstruction.from_pairs([((30, 20), (31, 20))])  # < 2 grid pixels apart
+    result = editor.edit(tiny_image, near, cfg)
+    assert result.iterations == 0 and result.record["converged"] and result.frames == []
+
+
+def test_previews_and_frames(editor: DragEditor, tiny_image) -> None:
+    cfg = FAST.override(**{"lora.enabled": False, "runtime.preview_every": 1, "drag.stop_distance": 0.0})
+    run = editor.iter_edit(tiny_image, _instruction(mask=False), cfg)
+    previews = [e.preview for e in run if e.phase == "drag"]
+    assert run.result is not None and len(previews) == 3 and all(p.size == tiny_image.size for p in previews)
+    assert len(run.result.frames) == 3
+
+
+def test_generated_image_mode(editor: DragEditor) -> None:
+    gen = editor.generate("a red circle", GenerateConfig(num_steps=10, seed=3))
+    assert gen.latents.shape == (11, 4, 16, 16) and gen.image.size == (64, 64)
+    assert gen.latents.device.type == "cpu" and gen.timesteps[0] == 901
+    again = editor.generate("a red circle", GenerateConfig(num_steps=10, seed=3))
+    assert torch.equal(gen.latents, again.latents)
+    instruction = DragInstruction.from_pairs([((20, 30), (40, 30))])
+    run = editor.iter_edit(gen, instruction, FAST)
+    phases = {e.phase for e in run}
+    result = run.result
+    assert result is not None and "lora" not in phases  # no LoRA, no inversion in generated mode
+    assert result.record["mode"] == "generated" and not result.record["lora"]
+    assert result.record["timestep"] == gen.timesteps[10 - 7] and result.image.size == (64, 64)
+    assert result.record["instruction"]["prompt"] == "a red circle"
+
+
+@pytest.mark.parametrize(
+    ("bad", "error", "match"),
+    [
+        ("point_outside", InputError, r"handle 1 at \(70, 5\) is outside the 60x44 image"),
+        ("mask_size", InputError, "mask is 10x10"),
+        ("mask_values", InputError, "binary"),
+        ("prompt", InputError, "prompt must be a string"),
+        ("image", InputError, "PIL image"),
+        ("config", ConfigError, "EditConfig"),
+        ("feature_block", ConfigError, "feature_up_block"),
+        ("control_levels", ConfigError, "control_levels"),
+    ],
+)
+def test_bad_inputs_fail_before_any_work(editor: DragEditor, tiny_image, bad: str, error, match: str) -> None:
+    image, cfg = tiny_image, FAST
+    ins = DragInstruction.from_pairs([((5, 5), (9, 9))])
+    if bad == "point_outside":
+        ins = DragInstruction.from_pairs([((70, 5), (9, 9))])
+    elif bad == "mask_size":
+        ins = DragInstruction.from_pairs([((5, 5), (9, 9))], mask=np.ones((10, 10), bool))
+    elif bad == "mask_values":
+        ins = DragInstruction.from_pairs([((5, 5), (9, 9))], mask=np.full((44, 60), 0.5))
+    elif bad == "prompt":
+        ins = DragInstruction.from_pairs([((5, 5), (9, 9))], prompt=3)  # type: ignore[arg-type]
+    elif bad == "image":
+        image = Path("cat.png")
+    elif bad == "config":
+        cfg = {"drag": {}}
+    elif bad == "feature_block":
+        cfg = FAST.override(**{"drag.feature_up_block": 4})
+    elif bad == "control_levels":
+        cfg = FAST.override(**{"denoise.control_levels": 4})
+    with pytest.raises(error, match=match):
+        editor.iter_edit(image, ins, cfg)
