@@ -36,6 +36,7 @@ DRAG_FILE = "user_drag.png"
 META_FILE = "meta_data.pkl"
 TARGET_FILE = "target.png"
 GT_FILE = "gt.json"
+REGION_FILE = "edit_region.png"
 
 # The only globals a DragBench (or LPIPS-weights) pickle needs: numpy's array, dtype and scalar reconstruction
 # (and, in protocol-2 files, the latin-1 byte-string encoder).
@@ -101,7 +102,7 @@ class SampleRef:
 @dataclass(frozen=True)
 class DragBenchSample:
     """One loaded sample: the source image, the instruction (prompt inside), the raw metadata and, for the
-    ground-truth suite, the exact target image and ``gt.json``."""
+    ground-truth suite, the exact target image, ``gt.json`` and the (H, W) bool region the edit changes."""
 
     ref: SampleRef
     image: Image.Image
@@ -109,6 +110,7 @@ class DragBenchSample:
     meta: dict[str, Any]
     target: Image.Image | None = None
     gt: dict[str, Any] | None = None
+    region: np.ndarray | None = None
 
     @property
     def key(self) -> str:
@@ -181,13 +183,16 @@ def load_sample(ref: SampleRef) -> DragBenchSample:
         image = im.convert("RGB")
     meta = safe_load_pickle(ref.path / META_FILE)
     instruction = _instruction_from_meta(meta, str(ref.path / META_FILE), *image.size)
-    target = gt = None
+    target = gt = region = None
     if (ref.path / TARGET_FILE).is_file():
         with Image.open(ref.path / TARGET_FILE) as im:
             target = im.convert("RGB")
     if (ref.path / GT_FILE).is_file():
         gt = json.loads((ref.path / GT_FILE).read_text())
-    return DragBenchSample(ref, image, instruction, meta, target, gt)
+    if (ref.path / REGION_FILE).is_file():
+        with Image.open(ref.path / REGION_FILE) as im:
+            region = np.asarray(im.convert("L")) > 127
+    return DragBenchSample(ref, image, instruction, meta, target, gt, region)
 
 
 def read_dragbench(root: str | os.PathLike[str]) -> Iterator[DragBenchSample]:

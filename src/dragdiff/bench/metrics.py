@@ -105,29 +105,52 @@ def image_fidelity(lpips: LPIPS, source: torch.Tensor, edited: torch.Tensor) -> 
     return 1.0 - lpips_distance(lpips, a, b)
 
 
-def template_match(
-    source: torch.Tensor, edited: torch.Tensor, points: torch.Tensor, radius: int
-) -> torch.Tensor:
-    """Where each source neighbourhood reappears in the edit: the best normalised cross-correlation match.
+def _templates(image: torch.Tensor, points: torch.Tensor, radius: int, fx: float, fy: float) -> torch.Tensor:
+    """(N, C, k, k) patches of ``image`` (1, C, H, W) around ``points`` (N, 2) (x, y), as they would look
+    after the content was scaled by (fx, fy): the patch samples the image at offsets / scale (bilinear)."""
+    height, width = image.shape[-2:]
+    off = torch.arange(-radius, radius + 1, dtype=image.dtype, device=image.device)  # (k,)
+    xs = points[:, 0, None, None] + off[None, None, :] / fx  # (N, 1, k)
+    ys = points[:, 1, None, None] + off[None, :, None] / fy  # (N, k, 1)
+    xs, ys = torch.broadcast_tensors(xs, ys)  # (N, k, k)
+    grid = torch.stack([(2 * xs + 1) / width - 1, (2 * ys + 1) / height - 1], dim=-1)  # pixel -> [-1, 1]
+    src = image.expand(len(points), -1, -1, -1)
+    return F.grid_sample(src, grid, mode="bilinear", padding_mode="border", align_corners=False)
 
-    ``points``: (N, 2) (x, y) image pixels in ``source``; the (2r+1)² patch around each (edge-padded) is
-    compared with the patch around every pixel of ``edited`` (zero-mean, unit-norm over all channels).
-    Returns the (N, 2) (x, y) centres of the best matches. Images are (1, 3, H, W).
+
+def template_match(
+    source: torch.Tensor,
+    edited: torch.Tensor,
+    points: torch.Tensor,
+    radius: int,
+    scales: tuple[tuple[float, float], ...] = ((1.0, 1.0),),
+    weights: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Where each source neighbourhood reappears in the edit: the best (weighted) mean-squared-error match.
+
+    ``points``: (N, 2) (x, y) pixels of ``source``. The (2r+1)² patch around each is compared with the patch
+    around every pixel of ``edited`` by weighted mean squared difference over all channels (not normalised
+    cross-correlation: that is blind to brightness, so any two spots on a smooth shading ramp would match),
+    for each (horizontal, vertical) scale in ``scales`` the content may have undergone (a drag can stretch or
+    resize it). ``weights`` (1, 1, H, W) in [0, 1] says which source pixels belong to the dragged content
+    (e.g. the object's coverage), so static background inside the patch does not pull the match back to the
+    handle. Returns the (N, 2) (x, y) centres of the best matches. Images are (1, 3, H, W).
     """
-    k = 2 * radius + 1
-    pad = (radius,) * 4
-    src = F.pad(source, pad, mode="replicate")  # (1, 3, H+2r, W+2r)
-    edit = F.pad(edited, pad, mode="replicate")
-    xy = points.round().long().tolist()
-    tpl = torch.stack([src[0, :, y : y + k, x : x + k] for x, y in xy])  # (N, 3, k, k), centred on the points
-    tpl = tpl - tpl.mean(dim=(1, 2, 3), keepdim=True)
-    tpl = tpl / (tpl.flatten(1).norm(dim=1).view(-1, 1, 1, 1) + 1e-8)
-    # Σ tpl·(e − mean e) = Σ tpl·e because tpl is zero-mean; ‖e − mean e‖² = Σe² − (Σe)²/d
-    ones = torch.ones_like(tpl[:1])  # (1, 3, k, k)
-    num = F.conv2d(edit, tpl)  # (1, N, H, W)
-    s1, s2 = F.conv2d(edit, ones), F.conv2d(edit * edit, ones)  # (1, 1, H, W)
-    den = (s2 - s1 * s1 / ones.numel()).clamp_min(0).sqrt()
-    score = (num / (den + 1e-8)).flatten(2)[0]  # (N, H·W)
-    idx = score.argmax(dim=1)
+    pts = points.to(source)
+    weights = torch.ones_like(source[:, :1]) if weights is None else weights.to(source)
+    edit = F.pad(edited, (radius,) * 4, mode="replicate")  # (1, 3, H+2r, W+2r)
+    edit_sq = edit * edit
+    best = None
+    for fx, fy in scales:
+        t = _templates(source, pts, radius, fx, fy)  # (N, 3, k, k)
+        w = _templates(weights, pts, radius, fx, fy).expand_as(t)  # (N, 3, k, k)
+        w_sum = w.flatten(1).sum(dim=1).clamp_min(1e-6).view(1, -1, 1, 1)  # (1, N, 1, 1)
+        # Σ w (t − e)² = Σ w t² − 2 Σ w t e + Σ w e², the last two as convolutions over the edit
+        wt2 = (w * t * t).sum(dim=(1, 2, 3)).view(1, -1, 1, 1)
+        sse = wt2 - 2 * F.conv2d(edit, w * t) + F.conv2d(edit_sq, w)  # (1, N, H, W)
+        score = -(sse / w_sum).flatten(2)[0]  # (N, H·W), higher = better
+        best = score if best is None else torch.maximum(best, score)
+    assert best is not None
+    idx = best.argmax(dim=1)
     width = edited.shape[-1]
     return torch.stack([idx % width, idx // width], dim=1).float()  # (N, 2) (x, y)

@@ -1,0 +1,416 @@
+"""Run ``DragEditor`` over a benchmark folder (DragBench or the ground-truth suite) and score every edit.
+
+The results folder describes itself and can be resumed::
+
+    RESULTS/run.json                       config, preset, overrides, model, package versions, git commit, ...
+    RESULTS/samples/<category>/<name>.json one record per finished sample (metrics, timings, tracked handles)
+    RESULTS/images/<category>/<name>.png   the edited image
+    RESULTS/summary.{md,csv,json}          overall, per category and mean of categories
+    RESULTS/contact_sheet[_NN].png         source | instruction | result | target, 20 samples a page
+    RESULTS/lora-cache/                    identity LoRAs per image (reused on a rerun)
+
+A sample whose JSON exists is skipped, so an interrupted run continues where it stopped; the JSON is written
+atomically after the image, so a sample is never half-recorded. Launched by ``torchrun``, the samples are
+split over the ranks (one GPU per rank on CUDA, gloo on CPU); each rank writes its own samples and rank 0
+writes the summary after a barrier.
+"""
+
+from __future__ import annotations
+
+import csv
+import io as _io
+import json
+import logging
+import math
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterable
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+
+import torch
+from PIL import Image
+
+from dragdiff.bench import metrics
+from dragdiff.bench.dragbench import DragBenchSample, SampleRef, list_samples, load_sample
+from dragdiff.config import EditConfig
+from dragdiff.io import atomic_save_image, atomic_write_bytes, atomic_write_json, package_versions
+from dragdiff.types import InputError
+
+log = logging.getLogger(__name__)
+
+RUN_FILE = "run.json"
+SHEET_ROWS = 20  # samples per contact-sheet page
+# per-sample scalars summarised (mean over samples); "md" is pooled over all pairs instead (SPEC §7)
+SUMMARY_METRICS = (
+    "if", "md", "psnr_outside_mask", "lpips_outside_mask",
+    "handle_error", "handle_error_start", "target_psnr_in", "target_lpips_in",
+    "keep_psnr_out", "keep_ssim_out", "keep_lpips_out", "seconds",
+)  # fmt: skip
+_RESUME_KEYS = ("config", "model", "dift_model")  # a rerun must match these to reuse finished samples
+
+
+# --- distributed set-up ---------------------------------------------------------------------------------
+
+
+def _distributed(device: str | None) -> tuple[int, int, str | None]:
+    """(rank, world size, device) — joins the torchrun group when launched by torchrun."""
+    import torch.distributed as dist
+
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return 0, 1, device
+    if not dist.is_initialized():
+        use_cuda = torch.cuda.is_available() and (device is None or device.startswith("cuda"))
+        if use_cuda:
+            local = int(os.environ.get("LOCAL_RANK", "0"))
+            torch.cuda.set_device(local)
+            device = f"cuda:{local}"
+        # long runs: a rank may wait hours at the final barrier for the slowest one
+        dist.init_process_group("nccl" if use_cuda else "gloo", timeout=timedelta(hours=24))
+    return dist.get_rank(), dist.get_world_size(), device
+
+
+def _barrier(world: int) -> None:
+    if world > 1:
+        import torch.distributed as dist
+
+        dist.barrier()
+
+
+# --- the results folder -------------------------------------------------------------------------------
+
+
+def _git_commit() -> str | None:
+    src = Path(__file__).resolve().parent
+    try:
+        out = subprocess.run(
+            ["git", "-C", str(src), "describe", "--always", "--dirty", "--abbrev=40"],
+            capture_output=True, text=True, timeout=10, check=True,
+        )  # fmt: skip
+        return out.stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def sample_json(results: Path, ref: SampleRef) -> Path:
+    return results / "samples" / ref.category / f"{ref.name}.json"
+
+
+def sample_image(results: Path, ref: SampleRef) -> Path:
+    return results / "images" / ref.category / f"{ref.name}.png"
+
+
+def _is_done(path: Path) -> bool:
+    try:
+        return json.loads(path.read_text()).get("status") == "ok"
+    except (OSError, ValueError):
+        return False
+
+
+def _start_run(results: Path, description: dict[str, Any]) -> None:
+    """Write run.json, or check that an existing one was made with the same config and model."""
+    path = results / RUN_FILE
+    if path.is_file():
+        old = json.loads(path.read_text())
+        new = json.loads(json.dumps(description, default=str))
+        for key in _RESUME_KEYS:
+            if old.get(key) != new.get(key):
+                raise InputError(
+                    f"results folder {str(results)!r} holds a run with a different {key}; "
+                    "use a new -o folder (or delete it) to run another configuration"
+                )
+        description = {**old, "resumed": [*old.get("resumed", []), description["started"]]}
+    atomic_write_json(path, description)
+
+
+# --- one sample -----------------------------------------------------------------------------------------
+
+
+class _Scorer:
+    """The metric models, loaded once per process."""
+
+    def __init__(self, device: torch.device, dift_model: str | None, dtype: str | None) -> None:
+        from dragdiff.bench.lpips import LPIPS
+
+        self.device = device
+        self.lpips = LPIPS().to(device)
+        self.dift = None
+        if dift_model is not None:
+            from dragdiff.bench.dift import DiftFeaturizer
+            from dragdiff.diffusion.loading import load_pipeline
+
+            self.dift = DiftFeaturizer(load_pipeline(dift_model, device=device, dtype=dtype))
+
+    def score(self, sample: DragBenchSample, edited: Image.Image) -> dict[str, Any]:
+        if edited.size != sample.image.size:
+            edited = edited.resize(sample.image.size, Image.Resampling.BICUBIC)
+        src = metrics.to_tensor(sample.image, self.device)
+        out = metrics.to_tensor(edited, self.device)
+        scores: dict[str, Any] = {"if": metrics.image_fidelity(self.lpips, src, out)}
+        mask = sample.instruction.mask
+        if mask is not None:  # the user's editable region: everything outside it should be kept
+            scores["psnr_outside_mask"] = metrics.psnr(out, src, ~mask)
+            scores["lpips_outside_mask"] = metrics.lpips_distance(self.lpips, out, src, ~mask)
+        if self.dift is not None:
+            from dragdiff.bench.dift import point_distances
+
+            pairs = point_distances(self.dift, sample.image, edited, sample.instruction)
+            scores["md_pairs"] = pairs
+            scores["md"] = sum(pairs) / len(pairs)
+        if sample.gt is not None:
+            from dragdiff.bench.gtsuite import gt_metrics
+
+            scores.update(gt_metrics(sample, edited, self.lpips))
+        return scores
+
+
+def _run_sample(editor: Any, scorer: _Scorer, ref: SampleRef, config: EditConfig, results: Path, rank: int):
+    start = time.perf_counter()
+    record: dict[str, Any] = {"key": ref.key, "category": ref.category, "name": ref.name, "rank": rank}
+    try:
+        sample = load_sample(ref)
+        result = editor.edit(sample.image, sample.instruction, config)
+        seconds = time.perf_counter() - start
+        scores = scorer.score(sample, result.image)
+    except (InputError, ValueError) as exc:  # a bad sample is recorded and the run goes on
+        log.warning("%s: %s", ref.key, exc)
+        record.update(status="error", error=str(exc).splitlines()[0])
+        atomic_write_json(sample_json(results, ref), record)
+        return
+    sample_image(results, ref).parent.mkdir(parents=True, exist_ok=True)
+    atomic_save_image(result.image, sample_image(results, ref))
+    record.update(
+        status="ok",
+        seconds=seconds,
+        pairs=len(sample.instruction.handles),
+        metrics=scores,
+        iterations=result.iterations,
+        timings=result.timings,
+        final_handles=[list(p.as_tuple()) for p in result.final_handles],
+    )
+    atomic_write_json(sample_json(results, ref), record)  # written last: marks the sample done
+
+
+# --- the run ----------------------------------------------------------------------------------------------
+
+
+def run_benchmark(
+    bench_dir: str | os.PathLike[str],
+    results_dir: str | os.PathLike[str],
+    config: EditConfig,
+    *,
+    model: Any = None,
+    dift_model: str | None = None,
+    limit: int | None = None,
+    device: str | None = None,
+    dtype: str | None = None,
+    lora_cache_dir: str | os.PathLike[str] | None = None,
+    description: dict[str, Any] | None = None,
+    progress: bool = False,
+) -> dict[str, Any] | None:
+    """Edit and score every sample of ``bench_dir`` (sorted; the first ``limit``), writing ``results_dir``.
+
+    Skips samples already recorded there. Returns the summary on rank 0 (None on other ranks).
+    ``model`` is what ``DragEditor`` accepts (None = the embedded model); ``description`` adds fields to
+    run.json (the CLI records the preset, overrides and command line there).
+    """
+    from dragdiff.editor import DragEditor
+
+    if limit is not None and limit < 1:
+        raise InputError(f"limit must be >= 1, got {limit}")
+    refs = list_samples(bench_dir)[:limit]
+    results = Path(results_dir)
+    rank, world, device = _distributed(device)
+    editor = DragEditor(
+        model, device=device, dtype=dtype, lora_cache_dir=lora_cache_dir or results / "lora-cache"
+    )
+    if rank == 0:
+        results.mkdir(parents=True, exist_ok=True)
+        _start_run(results, _describe(bench_dir, config, editor, dift_model, limit, world, description))
+    _barrier(world)
+    todo = [r for r in refs[rank::world] if not _is_done(sample_json(results, r))]
+    log.info("rank %d/%d: %d of %d samples to run", rank, world, len(todo), len(refs[rank::world]))
+    if todo:
+        for folder in {sample_json(results, r).parent for r in todo}:
+            folder.mkdir(parents=True, exist_ok=True)
+        scorer = _Scorer(editor.device, dift_model, dtype)
+        for ref in _progress(todo, progress and rank == 0, world):
+            _run_sample(editor, scorer, ref, config, results, rank)
+    _barrier(world)
+    return summarize(results, refs) if rank == 0 else None
+
+
+def _progress(items: list[SampleRef], show: bool, world: int) -> Iterable[SampleRef]:
+    if not show:
+        return items
+    from tqdm import tqdm
+
+    desc = "bench" if world == 1 else "bench (rank 0)"
+    return tqdm(items, desc=desc, unit="sample", dynamic_ncols=True)
+
+
+def _describe(bench_dir, config, editor, dift_model, limit, world, extra) -> dict[str, Any]:
+    return {
+        "config": config.to_dict(),
+        "model": editor.model_id,
+        "dift_model": dift_model,
+        "bench": str(Path(bench_dir).resolve()),
+        "limit": limit,
+        "device": str(editor.device),
+        "dtype": str(editor.dtype).removeprefix("torch."),
+        "world_size": world,
+        "git_commit": _git_commit(),
+        "package_versions": package_versions(),
+        "command": sys.argv,
+        "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        **(extra or {}),
+    }
+
+
+# --- summary --------------------------------------------------------------------------------------------
+
+
+def _mean(values: list[float]) -> float | None:
+    vals = [v for v in values if v is not None and not math.isnan(v)]
+    return sum(vals) / len(vals) if vals else None
+
+
+def _group_summary(records: list[dict[str, Any]]) -> dict[str, Any]:
+    ok = [r for r in records if r.get("status") == "ok"]
+    row: dict[str, Any] = {"samples": len(records), "ok": len(ok), "errors": len(records) - len(ok)}
+    row["pairs"] = sum(r.get("pairs", 0) for r in ok)
+    for name in SUMMARY_METRICS:
+        if name == "md":  # DragBench's MD: mean over all point pairs, not over samples
+            pairs = [d for r in ok for d in r["metrics"].get("md_pairs", [])]
+            value = sum(pairs) / len(pairs) if pairs else None
+        elif name == "seconds":
+            value = _mean([r["seconds"] for r in ok])
+        else:
+            value = _mean([r["metrics"][name] for r in ok if name in r["metrics"]])
+        if value is not None:
+            row[name] = value
+    return row
+
+
+def summarize(results_dir: str | os.PathLike[str], refs: list[SampleRef] | None = None) -> dict[str, Any]:
+    """Summarise the per-sample records of a results folder (overall, per category, mean of categories)
+    and write summary.{json,md,csv} and the contact sheet. ``refs`` limits it to those samples."""
+    results = Path(results_dir)
+    if not (results / RUN_FILE).is_file():
+        raise InputError(f"{str(results)!r} is not a benchmark results folder (no {RUN_FILE})")
+    run = json.loads((results / RUN_FILE).read_text())
+    records = _read_records(results, refs)
+    if not records:
+        raise InputError(f"no finished samples in {str(results)!r}")
+    categories = sorted({r["category"] for r in records})
+    per_cat = {c: _group_summary([r for r in records if r["category"] == c]) for c in categories}
+    summary = {
+        "overall": _group_summary(records),
+        "category_mean": {
+            k: sum(v[k] for v in per_cat.values()) / len(per_cat)
+            for k in SUMMARY_METRICS
+            if all(k in v for v in per_cat.values())
+        },
+        "categories": per_cat,
+        "run": {
+            k: run.get(k) for k in ("model", "dift_model", "bench", "git_commit", "device", "world_size")
+        },
+        "samples": [r["key"] for r in records],
+    }
+    atomic_write_json(results / "summary.json", summary)
+    atomic_write_bytes(results / "summary.md", _markdown(summary).encode())
+    atomic_write_bytes(results / "summary.csv", _csv(summary).encode())
+    _contact_sheets(results, run, records)
+    return summary
+
+
+def _read_records(results: Path, refs: list[SampleRef] | None) -> list[dict[str, Any]]:
+    paths = (
+        [sample_json(results, r) for r in refs]
+        if refs is not None
+        else sorted((results / "samples").glob("*/*.json"))
+    )
+    records = []
+    for p in paths:
+        if p.is_file():
+            records.append(json.loads(p.read_text()))
+    return sorted(records, key=lambda r: (r["category"], r["name"]))
+
+
+def _rows(summary: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+    return [
+        *summary["categories"].items(),
+        ("all", summary["overall"]),
+        ("category mean", summary["category_mean"]),
+    ]
+
+
+def _columns(summary: dict[str, Any]) -> list[str]:
+    present = {k for _, row in _rows(summary) for k in row}
+    return ["samples", "ok", "errors", "pairs", *[m for m in SUMMARY_METRICS if m in present]]
+
+
+def _fmt(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value)
+
+
+def _markdown(summary: dict[str, Any]) -> str:
+    cols = _columns(summary)
+    lines = ["| category | " + " | ".join(cols) + " |", "|---|" + "---:|" * len(cols)]
+    for name, row in _rows(summary):
+        lines.append(f"| {name} | " + " | ".join(_fmt(row.get(c)) for c in cols) + " |")
+    run = summary["run"]
+    lines += [
+        "",
+        f"model: `{run['model']}`; DIFT model: `{run['dift_model']}`; commit: `{run['git_commit']}`",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def _csv(summary: dict[str, Any]) -> str:
+    cols = _columns(summary)
+    buf = _io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(["category", *cols])
+    for name, row in _rows(summary):
+        writer.writerow([name, *(row.get(c, "") for c in cols)])
+    return buf.getvalue()
+
+
+def _contact_sheets(results: Path, run: dict[str, Any], records: list[dict[str, Any]]) -> None:
+    from dragdiff.viz import contact_sheet, draw_instruction
+
+    bench = Path(run.get("bench", ""))
+    rows, has_target = [], False
+    for r in records:
+        ref = SampleRef(r["category"], r["name"], bench / r["category"] / r["name"])
+        if r.get("status") != "ok" or not ref.path.is_dir() or not sample_image(results, ref).is_file():
+            continue
+        sample = load_sample(ref)
+        with Image.open(sample_image(results, ref)) as im:
+            edited = im.convert("RGB")
+        row = [sample.image, draw_instruction(sample.image, sample.instruction), edited]
+        if sample.target is not None:
+            row.append(sample.target)
+            has_target = True
+        rows.append(row)
+    if not rows:
+        log.warning("no contact sheet: benchmark folder %s not found or no finished samples", bench)
+        return
+    labels = ["source", "instruction", "result"] + (["target"] if has_target else [])
+    cell = min(256, max(r[0].width for r in rows))
+    for page, start in enumerate(range(0, len(rows), SHEET_ROWS)):
+        name = "contact_sheet.png" if page == 0 else f"contact_sheet_{page + 1:02d}.png"
+        chunk = [
+            row + [Image.new("RGB", (8, 8), "white")] * (len(labels) - len(row))
+            for row in rows[start : start + SHEET_ROWS]
+        ]
+        atomic_save_image(contact_sheet(chunk, labels=labels, cell=cell), results / name)
