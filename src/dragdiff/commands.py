@@ -39,12 +39,15 @@ def _one_line_error(message: str) -> NoReturn:
 
 def _config_fields() -> str:
     """``section.field=default`` for every field, for the --set help."""
-    lines = []
-    for section, values in _DEFAULTS.to_dict().items():
-        if isinstance(values, dict):
-            shown = ", ".join(f"{k}={_show(v)}" for k, v in values.items())
-            lines.append(f"  {section}: {shown}")
-    return "\n".join(lines)
+    import textwrap
+
+    items = [
+        f"{section}.{k}={_show(v)}"
+        for section, values in _DEFAULTS.to_dict().items()
+        if isinstance(values, dict)
+        for k, v in values.items()
+    ]
+    return textwrap.fill("  ".join(items), width=100, initial_indent="  ", subsequent_indent="  ")
 
 
 def _show(value: Any) -> str:
