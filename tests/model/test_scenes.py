@@ -39,6 +39,7 @@ def test_render_is_deterministic_and_in_range():
     # a scene renders the same alone as inside a batch padded to more objects
     alone = sc.render(batch[2:3], S)
     assert torch.allclose(alone[0], a[2], atol=1e-5)
+    assert torch.equal(sc.render(batch[2], S), alone[0])  # a single Scene gives one (3, S, S) image
 
 
 def test_random_scene_same_seed_same_scene():

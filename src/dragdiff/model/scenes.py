@@ -664,12 +664,15 @@ def _device(device: torch.device | str | None) -> torch.device:
     return torch.device(device) if device is not None else torch.device("cpu")
 
 
-def render(scenes: Sequence[Scene], size: int, device: torch.device | str | None = None) -> Tensor:
+def render(scenes: Scene | Sequence[Scene], size: int, device: torch.device | str | None = None) -> Tensor:
     """Render a batch of scenes: (B, 3, size, size) float32 in [0, 1] on ``device`` (default CPU).
 
-    Deterministic given the scenes. Every object of the batch is evaluated at once (one SDF call per kind);
-    the objects are then composited in draw order, one slot at a time.
+    A single Scene gives one (3, size, size) image. Deterministic given the scenes. Every object of the
+    batch is evaluated at once (one SDF call per kind); the objects are then composited in draw order, one
+    slot at a time.
     """
+    if isinstance(scenes, Scene):
+        return render([scenes], size, device)[0]
     if size < 1:
         raise InputError(f"render size must be >= 1, got {size}")
     if len(scenes) == 0:
