@@ -237,7 +237,7 @@ def caption(scene: Scene) -> str:
     if rel is not None:
         subject = f"{_phrase(objs[0])} {rel} {_phrase(objs[1])}"
     elif len(objs) == 0:
-        subject = "nothing"
+        return background_phrase(scene.background).removeprefix("on ")  # "a striped green background"
     elif len(objs) == 1:
         subject = _phrase(objs[0])
     else:
