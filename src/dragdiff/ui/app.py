@@ -20,6 +20,7 @@ import math
 import threading
 import time
 import uuid
+import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -36,6 +37,7 @@ from dragdiff.types import DragInstruction, DragResult, InputError, ProgressEven
 logger = logging.getLogger(__name__)
 
 EditorFactory = Callable[[str | None], Any]  # model path/id (None = embedded default) -> DragEditor
+_SHUTDOWN: weakref.WeakKeyDictionary[gr.Blocks, Callable[[float], None]] = weakref.WeakKeyDictionary()
 
 DISPLAY_MIN = 512  # the click view enlarges smaller images to about this long side (nearest neighbour)
 DISPLAY_MAX = 1024  # ... and reduces larger ones to this long side
@@ -282,6 +284,7 @@ class LoraJob:
     cancel: threading.Event = field(default_factory=threading.Event)
     latest: ProgressEvent | None = None
     error: str | None = None
+    thread: threading.Thread | None = None
 
 
 class LoraWarmer:
@@ -312,15 +315,31 @@ class LoraWarmer:
             name="dragdiff-lora",
             daemon=True,
         )
+        job.thread = thread
         thread.start()
         return job
+
+    def shutdown(self, timeout: float) -> None:
+        """Cancel every job and wait (up to ``timeout`` seconds in all) for their threads to end."""
+        with self._guard:
+            jobs = list(self._jobs.values())
+        deadline = time.monotonic() + timeout
+        for job in jobs:
+            job.cancel.set()
+        for job in jobs:
+            if job.thread is not None:
+                job.thread.join(max(0.0, deadline - time.monotonic()))
 
     def _run(
         self, job: LoraJob, model: str | None, image: Image.Image, prompt: str, config: EditConfig
     ) -> None:
+        lock = self._holder.lock
         try:
             editor = self._holder.get(model)
-            with self._holder.lock:
+            while not lock.acquire(timeout=UPDATE_INTERVAL_S):  # an edit is running: wait, unless cancelled
+                if job.cancel.is_set():
+                    return
+            try:
                 events = editor.prepare_lora(image, prompt, config)
                 try:
                     for event in events:
@@ -331,6 +350,8 @@ class LoraWarmer:
                     close = getattr(events, "close", None)
                     if close is not None:
                         close()
+            finally:
+                lock.release()
         except Exception as exc:  # reported to the page by the edit that waits for it
             logger.exception("background LoRA training failed")
             job.error = str(exc) or type(exc).__name__
@@ -516,6 +537,15 @@ def build_app(
             event.set()
             gr.Info("Stopping after the current step…")
 
+    def on_tab_closed(request: gr.Request):
+        """A closed tab's background LoRA and running edit are of no use to anyone: end them."""
+        job = lora_by_tab.pop(tab(request), None)
+        if job is not None:
+            job.cancel.set()
+        stop = stops.pop(tab(request), None)
+        if stop is not None:
+            stop.set()
+
     def on_run(request: gr.Request, session: Session, points, value, prompt, model_text, preset_name, *panel):
         try:
             yield from _run(session, points, value, prompt or "", model_text, preset_name, panel, request)
@@ -548,7 +578,7 @@ def build_app(
             last = 0.0
             for event in run:
                 now = time.monotonic()
-                if event.preview is not None or now - last >= UPDATE_INTERVAL_S:
+                if now - last >= UPDATE_INTERVAL_S:  # previews in between are skipped, not queued
                     last = now
                     yield _status(event), render_progress(source, instruction, event), *skip3
             result = run.result
@@ -695,7 +725,23 @@ def build_app(
             show_progress="minimal",
         )
         stop_btn.click(on_stop, None, None, **light)
+        app.unload(on_tab_closed)
+
+    def shutdown(timeout: float) -> None:
+        for event in list(stops.values()):
+            event.set()
+        warmer.shutdown(timeout)
+
+    _SHUTDOWN[app] = shutdown
     return app
+
+
+def close(app: gr.Blocks, timeout: float = 30.0) -> None:
+    """Stop the app's server, running edits and background LoRA training (waits up to ``timeout`` s)."""
+    shutdown = _SHUTDOWN.pop(app, None)
+    if shutdown is not None:
+        shutdown(timeout)
+    app.close()
 
 
 def serve(

@@ -1,0 +1,213 @@
+"""The web editor without a browser: coordinates, mask, instruction, settings, command line, file serving."""
+
+from __future__ import annotations
+
+import socket
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+gr = pytest.importorskip("gradio")
+
+from dragdiff.config import ConfigError, EditConfig  # noqa: E402
+from dragdiff.types import InputError  # noqa: E402
+from dragdiff.ui import app as ui  # noqa: E402
+
+
+@pytest.mark.parametrize("size", [(96, 32), (32, 96), (60, 44), (700, 90), (3000, 1000), (7, 5)])
+def test_every_original_pixel_survives_the_display_round_trip(size: tuple[int, int]) -> None:
+    scale = ui.display_scale(size)
+    shown = ui.display_size(size, scale)
+    assert max(shown) >= min(ui.DISPLAY_MIN, max(size)) * 0.9 and max(shown) <= ui.DISPLAY_MAX
+    xs = np.arange(size[0])
+    ys = np.arange(size[1])
+    # where each original pixel's centre lands on the display, rounded to the display pixel a click reports
+    disp_x = np.floor((xs + 0.5) * scale).astype(int)
+    disp_y = np.floor((ys + 0.5) * scale).astype(int)
+    back = np.array([ui.display_to_image((dx, 0), scale, size)[0] for dx in disp_x])
+    back_y = np.array([ui.display_to_image((0, dy), scale, size)[1] for dy in disp_y])
+    if scale >= 1:  # enlarged or as is: every pixel can be clicked exactly
+        assert (back == xs).all() and (back_y == ys).all()
+    else:  # reduced: a click is as precise as one display pixel
+        assert np.abs(back - xs).max() <= 0.5 / scale + 0.5 and np.abs(back_y - ys).max() <= 0.5 / scale + 0.5
+    # clicks on the very edge of the display stay inside the image
+    assert ui.display_to_image((shown[0] + 5, -3), scale, size) == (size[0] - 1, 0)
+
+
+def test_small_images_are_enlarged_by_a_whole_factor_so_clicks_map_exactly() -> None:
+    assert ui.display_scale((64, 64)) == 8.0
+    for dx in range(8):  # every display pixel of original pixel 5 maps back to 5
+        assert ui.display_to_image((5 * 8 + dx, 3 * 8 + dx), 8.0, (64, 64)) == (5, 3)
+
+
+def _editor_value(image_size: tuple[int, int], painted: tuple[int, int, int, int] | None, canvas=None):
+    w, h = canvas or image_size
+    layer = np.zeros((h, w, 4), np.uint8)
+    if painted is not None:
+        x0, y0, x1, y1 = painted
+        layer[y0:y1, x0:x1] = (255, 255, 255, 140)
+    background = np.zeros((image_size[1], image_size[0], 4), np.uint8)
+    background[..., 3] = 255
+    return {"background": background, "layers": [layer], "composite": None}
+
+
+def test_painted_strokes_become_the_editable_mask_in_image_pixels() -> None:
+    mask = ui.mask_from_editor(_editor_value((96, 32), (10, 4, 30, 20)), (96, 32))
+    assert mask is not None and mask.shape == (32, 96) and mask.dtype == bool
+    assert mask[4:20, 10:30].all() and mask.sum() == 20 * 16
+
+
+def test_a_canvas_of_another_size_is_resized_to_the_image() -> None:
+    value = _editor_value((96, 32), (20, 8, 60, 40), canvas=(192, 64))  # canvas drawn at twice the size
+    mask = ui.mask_from_editor(value, (96, 32))
+    assert mask is not None and mask.shape == (32, 96)
+    assert mask[4:20, 10:30].all() and not mask[:4].any() and not mask[:, 30:].any()
+
+
+def test_nothing_painted_means_no_mask() -> None:
+    assert ui.mask_from_editor(_editor_value((96, 32), None), (96, 32)) is None
+    assert ui.mask_from_editor(None, (96, 32)) is None
+
+
+def test_editor_background_drops_alpha_onto_white() -> None:
+    rgba = np.zeros((2, 3, 4), np.uint8)
+    rgba[0, 0] = (10, 20, 30, 255)  # opaque pixel kept, transparent ones white
+    image = ui.editor_background({"background": rgba, "layers": []})
+    assert image is not None and image.size == (3, 2) and image.mode == "RGB"
+    assert image.getpixel((0, 0)) == (10, 20, 30) and image.getpixel((1, 1)) == (255, 255, 255)
+
+
+def test_clicks_pair_up_into_an_instruction() -> None:
+    mask = np.ones((32, 96), bool)
+    ins = ui.make_instruction([(10, 5), (40, 6), (80, 30), (70, 2)], mask, "a cat", (96, 32))
+    assert [p.as_tuple() for p in ins.handles] == [(10, 5), (80, 30)]
+    assert [p.as_tuple() for p in ins.targets] == [(40, 6), (70, 2)]
+    assert ins.prompt == "a cat" and ins.mask is mask
+
+
+def test_missing_points_are_a_clear_error() -> None:
+    with pytest.raises(InputError, match="click a handle"):
+        ui.make_instruction([], None, "", (96, 32))
+    with pytest.raises(InputError, match=r"handle 2 at \(50, 7\) has no target"):
+        ui.make_instruction([(1, 1), (2, 2), (50, 7)], None, "", (96, 32))
+
+
+def test_the_advanced_panel_starts_from_the_config_defaults() -> None:
+    values = dict(zip([k for k, _ in ui.ADVANCED], ui.panel_values("dragdiffusion"), strict=True))
+    cfg = EditConfig()
+    assert values["lora.steps"] == cfg.lora.steps and values["lora.lr"] == cfg.lora.lr
+    assert values["lora.rank"] == cfg.lora.rank and values["inversion.strength"] == cfg.inversion.strength
+    assert values["drag.max_iterations"] == cfg.drag.max_iterations and values["drag.lr"] == cfg.drag.lr
+    assert (values["drag.r_m"], values["drag.r_p"], values["drag.lam"]) == (
+        cfg.drag.r_m,
+        cfg.drag.r_p,
+        cfg.drag.lam,
+    )
+    assert values["seed"] == cfg.seed
+    # unchanged panel -> exactly the preset (except the preview cadence the page asks for)
+    built = ui.config_from_panel("dragdiffusion", ui.panel_values("dragdiffusion"))
+    assert built.override(**{"runtime.preview_every": cfg.runtime.preview_every}) == cfg
+
+
+def test_panel_values_reach_the_config_and_bad_ones_are_named() -> None:
+    values = ui.panel_values("dragdiffusion")
+    keys = [k for k, _ in ui.ADVANCED]
+    values[keys.index("drag.max_iterations")] = 7.0  # gr.Number may hand floats to int fields
+    values[keys.index("drag.lr")] = 0.05
+    cfg = ui.config_from_panel("dragdiffusion", values)
+    assert cfg.drag.max_iterations == 7 and isinstance(cfg.drag.max_iterations, int) and cfg.drag.lr == 0.05
+    values[keys.index("inversion.strength")] = 1.5
+    with pytest.raises(ConfigError, match=r"inversion.strength must be in \(0, 1\], got 1.5"):
+        ui.config_from_panel("dragdiffusion", values)
+    values[keys.index("inversion.strength")] = None
+    with pytest.raises(ConfigError, match=r"Inversion strength \(inversion.strength\) is empty"):
+        ui.config_from_panel("dragdiffusion", values)
+    with pytest.raises(ConfigError, match="unknown preset 'nope'"):
+        ui.config_from_panel("nope", values)
+
+
+def test_the_click_view_draws_handles_red_and_targets_blue_at_display_size() -> None:
+    image = Image.new("RGB", (96, 32), (0, 128, 0))
+    view = ui.render_points(image, [(10, 16), (80, 16), (50, 5)], None)
+    scale = ui.display_scale(image.size)
+    assert view.size == ui.display_size(image.size, scale)
+
+    def at(x: int, y: int) -> tuple[int, int, int]:
+        return view.getpixel((int((x + 0.5) * scale), int((y + 0.5) * scale)))
+
+    assert at(10, 16) == (255, 0, 0) and at(80, 16) == (0, 0, 255)
+    assert at(50, 5) == (255, 0, 0)  # the unpaired handle waits, red
+    assert at(40, 28) == (0, 128, 0)
+
+
+def test_building_the_app_starts_no_server(tmp_path: Path) -> None:
+    def factory(model):  # never called: building loads nothing
+        raise AssertionError("the model must not load while building the page")
+
+    app = ui.build_app(factory, output_dir=tmp_path / "out")
+    assert isinstance(app, gr.Blocks) and not app.is_running
+    assert (tmp_path / "out").is_dir()
+
+
+def test_the_model_is_loaded_once_and_kept() -> None:
+    loads: list[str | None] = []
+
+    class Editor:
+        def iter_edit(self, *a, **k):  # pragma: no cover - only the type matters here
+            raise NotImplementedError
+
+    def factory(model):
+        loads.append(model)
+        return Editor()
+
+    holder = ui.ModelHolder(factory=factory, model=None)
+    first = holder.get(None)
+    assert holder.get(None) is first and holder.get("") is first and loads == [None]
+    other = holder.get("/some/model")
+    assert other is not first and holder.get("/some/model") is other and loads == [None, "/some/model"]
+    fixed = ui.ModelHolder(editor=first)
+    with pytest.raises(InputError, match="only the model it was started with"):
+        fixed.get("/another")
+
+
+def test_command_line_binds_locally_without_a_tunnel_by_default() -> None:
+    from dragdiff.cli import build_parser
+
+    args = build_parser().parse_args(["ui"])
+    assert args.host == "127.0.0.1" and args.share is False and args.model is None
+    args = build_parser().parse_args(["ui", "--host", "0.0.0.0", "--port", "9000", "--share", "--model", "m"])
+    assert (args.host, args.port, args.share, args.model) == ("0.0.0.0", 9000, True, "m")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _status(url: str) -> int:
+    try:
+        with urllib.request.urlopen(url, timeout=20) as response:
+            return int(response.status)
+    except urllib.error.HTTPError as exc:
+        return int(exc.code)
+
+
+def test_only_the_output_folder_is_served(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    secret = tmp_path / "secret.txt"
+    secret.write_text("not for the browser")
+    app = ui.build_app(lambda model: None, output_dir=out)
+    url = ui.serve(app, output_dir=out, port=_free_port(), block=False)
+    try:
+        assert url.startswith("http://127.0.0.1:")
+        (out / "edited.txt").write_text("a result")
+        assert _status(f"{url}gradio_api/file={out / 'edited.txt'}") == 200
+        for outside in (secret, Path(__file__).resolve(), Path("/etc/passwd")):
+            assert _status(f"{url}gradio_api/file={outside}") in (403, 404), outside
+    finally:
+        app.close()

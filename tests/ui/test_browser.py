@@ -1,0 +1,294 @@
+"""The web editor in a real browser: Debian's headless Chromium driven by Playwright, on a tiny random model.
+
+A user uploads a wide image, paints a mask, clicks a handle and a target, runs a short edit and downloads the
+record; a second tab works while an edit runs and Stop ends it early. Screenshots go to ``test-output/ui/``.
+Skipped, with the reason, when Chromium or Playwright is missing. ``DRAGDIFF_UI_SCREENSHOT=1`` also refreshes
+``docs/images/ui.png``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from PIL import Image
+
+pytest.importorskip("gradio")
+playwright_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
+
+from conftest import make_test_image  # noqa: E402
+
+pytestmark = pytest.mark.browser
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--no-first-run",
+]
+ROOT = Path(__file__).resolve().parents[2]
+SHOTS = ROOT / "test-output" / "ui"
+TIMEOUT_MS = 60_000  # the shared 2-core machine can be slow; a healthy run takes a few seconds per step
+
+
+@pytest.fixture(scope="module")
+def one_thread() -> Iterator[None]:
+    """One torch thread: on a crowded CPU, two spinning OpenMP threads make a tiny UNet ~50x slower."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture(scope="module")
+def server(
+    tiny_pipeline_dir: Path, tmp_path_factory: pytest.TempPathFactory, one_thread: None
+) -> Iterator[dict]:
+    from dragdiff.editor import DragEditor
+    from dragdiff.ui.app import build_app, close, serve
+
+    tmp = tmp_path_factory.mktemp("ui")
+    editor = DragEditor(model=str(tiny_pipeline_dir), device="cpu", lora_cache_dir=tmp / "lora")
+    out = tmp / "out"
+    app = build_app(editor, output_dir=out, model=str(tiny_pipeline_dir))
+    url = serve(app, output_dir=out, port=_free_port(), block=False)
+    yield {"url": url, "out": out, "tmp": tmp}
+    close(app)
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    if not Path(CHROMIUM).exists():
+        pytest.skip(f"{CHROMIUM} not found: install Debian's chromium (apt-get install -y chromium)")
+    with playwright_api.sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield b
+        b.close()
+
+
+@pytest.fixture
+def context(browser: Any) -> Iterator[Any]:
+    ctx = browser.new_context(viewport={"width": 1400, "height": 1100})
+    ctx.set_default_timeout(TIMEOUT_MS)
+    yield ctx
+    ctx.close()
+
+
+# --- what a user does ---------------------------------------------------------------------------------------
+
+
+def _open(context: Any, url: str) -> Any:
+    page = context.new_page()
+    page.goto(url)
+    page.locator("#dd-run").wait_for()
+    return page
+
+
+def _upload(page: Any, path: Path) -> None:
+    page.locator("#dd-editor input[type=file]").set_input_files(str(path))
+    page.locator("#dd-points img").wait_for()  # the click view appears once the server has the image
+    page.locator("#dd-editor canvas").first.wait_for()
+    # and is ready for clicks once no event is pending on it (a pending one shows its timer in the text)
+    page.wait_for_function(
+        "() => document.querySelector('#dd-points-text').innerText.startsWith('No points')"
+    )
+
+
+def _image_box(page: Any, selector: str) -> tuple[float, float, float, int, int]:
+    """(left, top, css px per natural px, natural w, natural h) of an <img> drawn with object-fit: contain."""
+    img = page.locator(selector)
+    img.evaluate("e => e.complete && e.naturalWidth > 0 || new Promise(ok => e.addEventListener('load', ok))")
+    box = img.bounding_box()
+    nat_w, nat_h = img.evaluate("e => [e.naturalWidth, e.naturalHeight]")
+    r = min(box["width"] / nat_w, box["height"] / nat_h, 1.0)
+    return (
+        box["x"] + (box["width"] - nat_w * r) / 2,
+        box["y"] + (box["height"] - nat_h * r) / 2,
+        r,
+        nat_w,
+        nat_h,
+    )
+
+
+def _click_pixel(page: Any, x: int, y: int, size: tuple[int, int]) -> None:
+    """Click the centre of ORIGINAL pixel (x, y) on the click view, whatever size it is displayed at."""
+    left, top, r, nat_w, nat_h = _image_box(page, "#dd-points img")
+    page.mouse.click(left + (x + 0.5) * nat_w / size[0] * r, top + (y + 0.5) * nat_h / size[1] * r)
+    try:  # the page lists the point in original pixels once the server has it
+        page.locator("#dd-points-text", has_text=f"({x}, {y})").wait_for(timeout=20_000)
+    except playwright_api.TimeoutError:
+        text = page.locator("#dd-points-text").inner_text()
+        raise AssertionError(f"clicked original pixel ({x}, {y}); the page lists: {text!r}") from None
+
+
+def _paint_across_the_middle(page: Any) -> None:
+    """One brush stroke through the middle third of the editor canvas (the image is centred in it)."""
+    box = page.locator("#dd-editor canvas").first.bounding_box()
+    cx, cy = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
+    page.mouse.move(cx - box["width"] * 0.12, cy)
+    page.mouse.down()
+    page.mouse.move(cx + box["width"] * 0.12, cy, steps=4)
+    page.mouse.up()
+
+
+def _set(page: Any, key: str, value: float) -> None:
+    field = page.locator(f"#dd-{key.replace('.', '-')} input")
+    field.fill(str(value))
+    field.press("Tab")
+
+
+def _fast_settings(page: Any, **extra: float) -> None:
+    page.get_by_text("Advanced settings").click()
+    settings = {
+        "lora.steps": 2,
+        "drag.max_iterations": 3,
+        "inversion.strength": 0.1,
+        "runtime.preview_every": 1,
+    }
+    for key, value in {**settings, **{k.replace("__", "."): v for k, v in extra.items()}}.items():
+        _set(page, key, value)
+
+
+def _files(page: Any) -> dict[str, str]:
+    links = page.locator("#dd-files a").evaluate_all("els => els.map(e => e.href)")
+    return {href.rsplit("/", 1)[-1]: href for href in links}
+
+
+def _fetch(page: Any, href: str) -> bytes:
+    response = page.request.get(href)
+    assert response.ok, (href, response.status)
+    return response.body()
+
+
+def _shot(page: Any, name: str) -> Path:
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    path = SHOTS / name
+    page.screenshot(path=str(path), full_page=True)
+    return path
+
+
+# --- tests --------------------------------------------------------------------------------------------------
+
+
+def test_upload_paint_click_run_and_download(server: dict, context: Any, tmp_path: Path) -> None:
+    size = (96, 32)  # wide: must be neither cropped nor squashed
+    picture = tmp_path / "wide.png"
+    make_test_image(*size).save(picture)
+    page = _open(context, server["url"])
+    _fast_settings(page)  # before the upload, so the background LoRA trains with these settings
+    _upload(page, picture)
+
+    page.click("#dd-run")  # no points yet: the page says what is missing and keeps working
+    page.get_by_text("click a handle point").first.wait_for()
+
+    _paint_across_the_middle(page)
+    handle, target = (30, 16), (55, 10)
+    _click_pixel(page, *handle, size)
+    _click_pixel(page, *target, size)
+    assert "(30, 16) → (55, 10)" in page.locator("#dd-points-text").inner_text()
+    _shot(page, "1-instruction.png")
+
+    page.click("#dd-run")
+    page.locator("#dd-status", has_text="done").wait_for()
+    page.locator("#dd-result img").wait_for()
+    _shot(page, "2-result.png")
+
+    files = _files(page)
+    assert {"edited.png", "record.json", "drag.gif", "input.png", "user_drag.png"} <= set(files)
+    record = json.loads(_fetch(page, files["record.json"]))
+    assert record["instruction"]["handles"] == [list(handle)]
+    assert record["instruction"]["targets"] == [list(target)]
+    assert record["instruction"]["mask"] is True and record["image_size"] == list(size)
+    assert record["lora"] is True and record["iterations"] >= 1
+
+    edited = Image.open(_saved(server, "edited.png"))
+    assert edited.size == size
+    gif = Image.open(_saved(server, "drag.gif"))
+    assert gif.is_animated and gif.n_frames >= 3
+    # the painted stroke is the editable region: user_drag.png keeps it bright and dims the rest
+    source = np.asarray(Image.open(_saved(server, "input.png")), np.float32)
+    drawn = np.asarray(Image.open(_saved(server, "user_drag.png")), np.float32)
+    ratio = (drawn.sum(-1) + 1) / (source.sum(-1) + 1)  # (H, W)
+    assert ratio[size[1] // 2, size[0] // 2] > 0.9  # centre of the stroke: editable
+    assert ratio[1, 1] < 0.6 and ratio[-2, -2] < 0.6  # corners: kept
+
+
+def _saved(server: dict, name: str) -> Path:
+    """The newest run folder's file of that name (the app writes only under its output folder)."""
+    folders = sorted(p for p in server["out"].iterdir() if p.is_dir())
+    return folders[-1] / name
+
+
+def test_second_tab_is_served_during_an_edit_and_stop_ends_it(
+    server: dict, context: Any, tmp_path: Path
+) -> None:
+    size = (32, 96)  # tall
+    picture = tmp_path / "tall.png"
+    make_test_image(*size).save(picture)
+    page = _open(context, server["url"])
+    # r_p = 0 freezes tracking, so the handle never arrives: only Stop can end this edit
+    _fast_settings(page, drag__max_iterations=400, drag__r_p=0, lora__steps=0)
+    _upload(page, picture)
+    _click_pixel(page, 16, 30, size)
+    _click_pixel(page, 16, 70, size)
+    page.click("#dd-run")
+    page.locator("#dd-status", has_text="drag").wait_for()
+
+    other = _open(context, server["url"])  # a second tab while the edit runs
+    other_picture = tmp_path / "other.png"
+    make_test_image(40, 40).save(other_picture)
+    _upload(other, other_picture)
+    _click_pixel(other, 5, 6, (40, 40))
+    assert "(5, 6)" in other.locator("#dd-points-text").inner_text()
+    assert "done" not in page.locator("#dd-status").inner_text()  # the first tab's edit is still running
+
+    page.click("#dd-stop")
+    page.locator("#dd-status", has_text="stopped early").wait_for()
+    record = json.loads(_fetch(page, _files(page)["record.json"]))
+    assert record["stopped"] is True and record["iterations"] < 400
+    assert record["instruction"]["handles"] == [[16, 30]] and record["image_size"] == list(size)
+    _shot(page, "3-stopped.png")
+
+
+@pytest.mark.skipif(
+    not os.environ.get("DRAGDIFF_UI_SCREENSHOT"), reason="set DRAGDIFF_UI_SCREENSHOT=1 to refresh"
+)
+def test_refresh_docs_screenshot(server: dict, context: Any) -> None:
+    """docs/images/ui.png: the example star with a drag and a painted mask, then a short edit."""
+    page = _open(context, server["url"])
+    _upload(page, ROOT / "examples" / "sample.png")
+    page.locator("#dd-editor canvas").first.wait_for()
+    _paint_across_the_middle(page)
+    _click_pixel(page, 48, 64, (128, 128))
+    _click_pixel(page, 78, 64, (128, 128))
+    _fast_settings(page, drag__max_iterations=10)
+    page.locator("#dd-status").scroll_into_view_if_needed()
+    page.click("#dd-run")
+    page.locator("#dd-status", has_text="done").wait_for()
+    time.sleep(0.5)
+    path = _shot(page, "docs.png")
+    target = ROOT / "docs" / "images" / "ui.png"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copy(path, target)
+    image = Image.open(target).convert("RGB")
+    image.quantize(colors=128).save(target, optimize=True)
+    assert target.stat().st_size <= 300_000
