@@ -61,7 +61,7 @@ def test_metrics_score_the_exact_target_well_and_no_edit_badly(tmp_path):
     from dragdiff.bench.lpips import LPIPS
 
     lp = LPIPS()
-    write_gt_suite(tmp_path, count=8, seed=1)
+    write_gt_suite(tmp_path, count=4, seed=1)
     perfect, nothing = [], []
     for s in read_dragbench(tmp_path):
         good, none = gt_metrics(s, s.target, lp), gt_metrics(s, s.image, lp)

@@ -35,6 +35,7 @@ def register(subparsers: Any) -> None:
     gt.add_argument(
         "--size", type=int, default=None, help="image side in px (default: 128, the embedded model's)"
     )
+    gt.add_argument("--preview", default=None, metavar="IMAGE", help="also save a contact sheet of the cases")
     gt.set_defaults(func=run_make_gt)
 
     run = sub.add_parser(
@@ -81,6 +82,19 @@ def run_make_gt(args: argparse.Namespace) -> int:
 
     folders = write_gt_suite(args.out_dir, count=args.count, seed=args.seed, size=args.size or GT_SIZE)
     print(f"wrote {len(folders)} ground-truth samples to {args.out_dir}")
+    if args.preview:
+        from dragdiff.bench.dragbench import SampleRef, load_sample
+        from dragdiff.io import atomic_save_image
+        from dragdiff.viz import contact_sheet, draw_instruction
+
+        rows = []
+        for folder in folders:
+            s = load_sample(SampleRef(folder.parent.name, folder.name, folder))
+            assert s.target is not None
+            rows.append([s.image, draw_instruction(s.image, s.instruction), s.target])
+        sheet = contact_sheet(rows, labels=["source", "instruction", "exact target"], cell=s.image.width)
+        atomic_save_image(sheet, args.preview)
+        print(f"wrote {args.preview}")
     return 0
 
 
