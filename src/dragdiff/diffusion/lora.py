@@ -120,17 +120,21 @@ def adapter_state(unet: Any) -> LoraState:
 # --- training --------------------------------------------------------------------------------------------
 
 
-def random_crops(pixels: Tensor, side: int, count: int, generator: torch.Generator) -> Tensor:
-    """``count`` augmentations of (1, 3, H, W): short side resized to ``side``, then a random side² crop."""
+def resize_short_side(pixels: Tensor, side: int) -> Tensor:
+    """(1, 3, H, W) -> (1, 3, H', W') with min(H', W') = ``side``, aspect kept (bilinear, antialiased)."""
     _, _, h, w = pixels.shape
     scale = side / min(h, w)
-    nh, nw = max(side, round(h * scale)), max(side, round(w * scale))
-    big = F.interpolate(pixels, size=(nh, nw), mode="bilinear", align_corners=False, antialias=True)
-    tops = torch.randint(0, nh - side + 1, (count,), generator=generator).tolist()
-    lefts = torch.randint(0, nw - side + 1, (count,), generator=generator).tolist()
-    return torch.cat(
-        [big[:, :, t : t + side, s : s + side] for t, s in zip(tops, lefts, strict=True)]
-    )  # (B,3,S,S)
+    size = (max(side, round(h * scale)), max(side, round(w * scale)))
+    return F.interpolate(pixels, size=size, mode="bilinear", align_corners=False, antialias=True)
+
+
+def random_crops(big: Tensor, side: int, count: int, generator: torch.Generator) -> Tensor:
+    """``count`` independent random side x side crops of (1, 3, H, W) -> (count, 3, side, side)."""
+    _, _, h, w = big.shape
+    tops = torch.randint(0, h - side + 1, (count,), generator=generator).tolist()
+    lefts = torch.randint(0, w - side + 1, (count,), generator=generator).tolist()
+    crops = [big[:, :, t : t + side, s : s + side] for t, s in zip(tops, lefts, strict=True)]
+    return torch.cat(crops)  # (B, 3, S, S)
 
 
 def train_lora(
@@ -144,7 +148,7 @@ def train_lora(
     unet, vae, scheduler = pipe.unet, pipe.vae, pipe.scheduler
     device = unet.device
     gen = torch.Generator().manual_seed(cfg.seed)  # CPU generator: same draws on every device
-    pixels = image_to_tensor(image)  # (1, 3, H, W) in [-1, 1]
+    pixels = resize_short_side(image_to_tensor(image), side)  # (1, 3, H', W') in [-1, 1]
     cond = encode_prompt(pipe, prompt).expand(cfg.batch_size, -1, -1)  # (B, L, D)
     t_max = scheduler.config.num_train_timesteps
     unet.requires_grad_(False)
