@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import pickle
 import subprocess
 import sys
 from pathlib import Path
@@ -106,3 +107,24 @@ def test_torchrun_two_processes_match_one(single, bench, tiny_pipeline_dir, tmp_
     assert sharded["samples"] == reference["samples"]
     for name, row in _metrics(reference).items():
         assert _metrics(sharded)[name] == pytest.approx(row, rel=1e-5, abs=1e-6), name
+
+
+def test_plain_dragbench_folder_and_a_bad_sample(bench, tiny_pipeline_dir, tmp_path):
+    plain = tmp_path / "dragbench"
+    subprocess.run(["cp", "-r", str(bench), str(plain)], check=True)
+    for extra in ("target.png", "gt.json", "edit_region.png"):  # DragBench has no ground truth
+        for p in plain.glob(f"*/*/{extra}"):
+            p.unlink()
+    bad = plain / "move_multi" / "001-near-free" / "meta_data.pkl"
+    bad.write_bytes(pickle.dumps({"prompt": "x", "points": [[1, 2], [500, 2]], "mask": None}))
+    out = tmp_path / "out"
+    sets = ["lora.enabled=false", "inversion.num_steps=4", "drag.max_iterations=1"]
+    args = ["bench", "run", str(plain), "-o", str(out), "--model", str(tiny_pipeline_dir)]
+    assert main(args + [a for s in sets for a in ("--set", s)]) == 0
+    ok = json.loads((out / "samples" / "move" / "000-near-free.json").read_text())
+    assert ok["status"] == "ok" and set(ok["metrics"]) == {"if"}  # no DIFT model, no ground truth
+    err = json.loads((out / "samples" / "move_multi" / "001-near-free.json").read_text())
+    assert err["status"] == "error" and "target 1 at (500, 2) is outside" in err["error"]
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["overall"]["ok"] == 1 and summary["overall"]["errors"] == 1
+    assert Image.open(out / "contact_sheet.png").width == 3 * 64  # source | instruction | result
