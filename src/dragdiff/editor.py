@@ -43,7 +43,15 @@ from dragdiff.diffusion.inversion import (
     previous_timestep,
     tensor_to_pil,
 )
-from dragdiff.diffusion.loading import load_pipeline, model_identity, native_size, size_multiple
+from dragdiff.diffusion.loading import (
+    load_pipeline,
+    model_identity,
+    native_size,
+    resolve_device,
+    resolve_dtype,
+    size_multiple,
+    weights_fingerprint,
+)
 from dragdiff.diffusion.lora import LoraCache, LoraState, lora_adapter, lora_cache_key, train_lora
 from dragdiff.diffusion.unet import Conditioning, combine_features, unet_eps
 from dragdiff.io import package_versions
@@ -127,11 +135,13 @@ class DragEditor:
             pipe = model
             pipe.scheduler = ddim_scheduler(pipe.scheduler.config)
             if device is not None or dtype is not None:
-                pipe.to(device=device, dtype=dtype if not isinstance(dtype, str) else None)
+                dev = resolve_device(device) if device is not None else pipe.unet.device
+                pipe.to(device=dev, dtype=resolve_dtype(dtype, dev) if dtype is not None else None)
         for module in (pipe.unet, pipe.vae, pipe.text_encoder):
             module.requires_grad_(False).eval()
         self.pipe = pipe
         self.model_id = model_identity(pipe)
+        self._weights_id = f"{self.model_id}#{weights_fingerprint(pipe)}"  # LoRA cache key: path + weights
         self.native = native_size(pipe)
         self.multiple = size_multiple(pipe)
         self.lora_cache = LoraCache(lora_cache_dir)
@@ -341,7 +351,7 @@ class DragEditor:
     def _identity_lora(
         self, work_image: Image.Image, prompt: str, config: EditConfig
     ) -> Generator[ProgressEvent, None, LoraState]:
-        key = lora_cache_key(work_image, prompt, self.model_id, config.lora)
+        key = lora_cache_key(work_image, prompt, self._weights_id, config.lora)
         cached = self.lora_cache.get(key)
         if cached is not None:
             yield ProgressEvent(

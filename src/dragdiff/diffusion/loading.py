@@ -83,17 +83,20 @@ def size_multiple(pipe: Any) -> int:
     return int(pipe.vae_scale_factor) * 2 ** (len(pipe.unet.config.block_out_channels) - 1)
 
 
-def model_identity(pipe: Any) -> str:
-    """A short string naming the loaded weights (path or id, else a fingerprint of a few weight tensors)."""
-    name = str(getattr(pipe, "_dragdiff_model_id", "") or pipe.config.get("_name_or_path", "") or "")
-    if name:
-        return name
+def weights_fingerprint(pipe: Any) -> str:
+    """16 hex digits hashing a few weight tensors: changes when the weights at a path change."""
     import hashlib
 
     h = hashlib.sha256()
     for tensor in (pipe.unet.conv_in.weight, pipe.unet.conv_out.weight, pipe.vae.decoder.conv_out.weight):
         h.update(tensor.detach().float().cpu().numpy().tobytes())
-    return "in-memory:" + h.hexdigest()[:16]
+    return h.hexdigest()[:16]
+
+
+def model_identity(pipe: Any) -> str:
+    """A short string naming the loaded model: its path or hub id, else ``in-memory:<fingerprint>``."""
+    name = str(getattr(pipe, "_dragdiff_model_id", "") or pipe.config.get("_name_or_path", "") or "")
+    return name or "in-memory:" + weights_fingerprint(pipe)
 
 
 def load_pipeline(
