@@ -168,15 +168,20 @@ class _Scorer:
         return scores
 
 
-def _run_sample(editor: Any, scorer: _Scorer, ref: SampleRef, config: EditConfig, results: Path, rank: int):
-    start = time.perf_counter()
+def _run_sample(
+    editor: Any, scorer: _Scorer, ref: SampleRef, config: EditConfig, results: Path, rank: int
+) -> None:
+    """Edit, score and record one sample; input problems (and CUDA OOM) are recorded as errors."""
     record: dict[str, Any] = {"key": ref.key, "category": ref.category, "name": ref.name, "rank": rank}
     try:
         sample = load_sample(ref)
+        start = time.perf_counter()
         result = editor.edit(sample.image, sample.instruction, config)
         seconds = time.perf_counter() - start
         scores = scorer.score(sample, result.image)
-    except (InputError, ValueError) as exc:  # a bad sample is recorded and the run goes on
+    except (ValueError, torch.cuda.OutOfMemoryError) as exc:  # a bad sample is recorded, the run goes on
+        if isinstance(exc, torch.cuda.OutOfMemoryError):
+            torch.cuda.empty_cache()
         log.warning("%s: %s", ref.key, exc)
         record.update(status="error", error=str(exc).splitlines()[0])
         atomic_write_json(sample_json(results, ref), record)
@@ -253,7 +258,15 @@ def _progress(items: list[SampleRef], show: bool, world: int) -> Iterable[Sample
     return tqdm(items, desc=desc, unit="sample", dynamic_ncols=True)
 
 
-def _describe(bench_dir, config, editor, dift_model, limit, world, extra) -> dict[str, Any]:
+def _describe(
+    bench_dir: str | os.PathLike[str],
+    config: EditConfig,
+    editor: Any,
+    dift_model: str | None,
+    limit: int | None,
+    world: int,
+    extra: dict[str, Any] | None,
+) -> dict[str, Any]:
     return {
         "config": config.to_dict(),
         "model": editor.model_id,
