@@ -272,6 +272,11 @@ def run_edit(args: argparse.Namespace) -> int:
     if animation is not None and result.frames:
         io.save_animation(result.frames, animation)
         written.append(animation)
+    elif animation is not None:
+        print(
+            f"dragdiff: note: no animation written: {result.iterations} iterations gave no previews",
+            file=sys.stderr,
+        )
     print("wrote " + ", ".join(str(p) for p in written))
     return 0
 
