@@ -770,6 +770,6 @@ def serve(
         inbrowser=False,
         ssr_mode=False,
         mcp_server=False,
-        quiet=not block,
+        quiet=True,  # the caller says where the app is (Gradio's banner suggests editing launch())
     )
     return share_url or local_url

@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 import argparse
-import logging
 from pathlib import Path
-
-logger = logging.getLogger(__name__)
 
 DEFAULT_OUTPUT = Path("out") / "ui"
 
@@ -47,7 +44,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from dragdiff.editor import DragEditor
-    from dragdiff.ui.app import build_app, serve
+    from dragdiff.ui.app import build_app, close, serve
 
     if not 1 <= args.port <= 65535:
         raise ValueError(f"--port must be in 1..65535, got {args.port}")
@@ -65,6 +62,14 @@ def run(args: argparse.Namespace) -> int:
         port=args.port,
         share=args.share,
         max_file_size=args.max_file_size,
+        block=False,
     )
-    logger.info("served at %s", url)
+    reach = (
+        "public share link" if args.share else "this machine only" if args.host == "127.0.0.1" else args.host
+    )
+    print(f"dragdiff ui: {url} ({reach}); results in {args.output}; Ctrl-C to stop", flush=True)
+    try:
+        app.block_thread()
+    finally:
+        close(app, timeout=5.0)
     return 0
