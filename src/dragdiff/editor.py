@@ -39,7 +39,7 @@ from dragdiff.diffusion.inversion import (
     encode_image,
     encode_prompt,
     image_to_tensor,
-    invert,
+    invert_steps,
     previous_timestep,
     tensor_to_pil,
 )
@@ -283,8 +283,7 @@ class DragEditor:
             clock.lap("lora")
             adapter = lora_adapter(self.pipe.unet, config.lora, lora) if lora is not None else nullcontext()
             with adapter:
-                z_t, t, steps = self._start_latent(prep, config)  # 3
-                yield ProgressEvent(phase="inversion", step=1, total=1, message=f"z_t at t = {t}")
+                z_t, t, steps = yield from self._start_latent(prep, config)  # 3
                 clock.lap("inversion")
                 drag = yield from self._optimise(prep, z_t, t, config, stop)  # 4
                 clock.lap("drag")
@@ -364,7 +363,10 @@ class DragEditor:
         return state
 
     # 3. inversion (real image) or the stored latent (generated image)
-    def _start_latent(self, prep: _Prepared, config: EditConfig) -> tuple[Tensor, int, list[int]]:
+    def _start_latent(
+        self, prep: _Prepared, config: EditConfig
+    ) -> Generator[ProgressEvent, None, tuple[Tensor, int, list[int]]]:
+        """z_t, its timestep t and the timesteps that denoise it; inversion streams one event per step."""
         scheduler = self.pipe.scheduler
         if prep.generated is not None:
             gen = prep.generated
@@ -373,18 +375,21 @@ class DragEditor:
             scheduler.set_timesteps(gen.num_steps)
             steps = list(gen.timesteps[index:])
             return gen.latents[index : index + 1].to(self.device), steps[0], steps
-        inv = config.inversion
+        inv, amp = config.inversion, self._amp(config)
         assert prep.work_image is not None
         z0 = encode_image(self.pipe, image_to_tensor(prep.work_image))  # (1, 4, h, w) posterior mean × sf
-        amp = self._amp(config)
-        result, _ = invert(
-            scheduler,
-            z0,
-            lambda z, t: unet_eps(self.pipe.unet, z, t, prep.cond, amp),
-            inv.num_steps,
-            inv.inverted_steps,
-        )
-        return result.latents, result.timestep, list(result.denoise_timesteps)
+
+        def eps_fn(z: Tensor, t: int) -> Tensor:
+            return unet_eps(self.pipe.unet, z, t, prep.cond, amp)
+
+        run = invert_steps(scheduler, z0, eps_fn, inv.num_steps, inv.inverted_steps)
+        while True:
+            try:
+                step = next(run)
+            except StopIteration as done:
+                result, _ = done.value
+                return result.latents, result.timestep, list(result.denoise_timesteps)
+            yield ProgressEvent(phase="inversion", step=step, total=inv.inverted_steps)
 
     # 4. latent optimisation
     def _optimise(

@@ -10,7 +10,7 @@ For SD-1.5 with 50 steps and strength 0.7 this visits t = 1, 21, …, 681 and re
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Generator
 from dataclasses import dataclass
 from typing import Any
 
@@ -103,21 +103,35 @@ class Inversion:
     denoise_timesteps: tuple[int, ...]  # t, t − T/S, …, 1
 
 
-@torch.no_grad()
-def invert(
+def invert_steps(
     scheduler: Any, z0: Tensor, eps_fn: EpsFn, num_steps: int, inverted_steps: int
-) -> tuple[Inversion, list[Tensor]]:
-    """DDIM-invert z_0 for ``inverted_steps`` of a ``num_steps`` schedule; also returns the visited latents.
+) -> Generator[int, None, tuple[Inversion, list[Tensor]]]:
+    """DDIM-invert z_0 for ``inverted_steps`` of a ``num_steps`` schedule; yields the step number after each.
 
-    ``eps_fn(z, t)`` predicts ε (already guidance-combined, if any) for the latent z at timestep t.
+    Returns the Inversion and the visited latents z_0, z_1, …, z_t. ``eps_fn(z, t)`` predicts ε (already
+    guidance-combined, if any) for the latent z at timestep t.
     """
     steps = denoise_timesteps(scheduler, num_steps, inverted_steps)  # [681, …, 1]
     pred_type = scheduler.config.prediction_type
     z = z0.float()
     visited = [z]
-    for t in reversed(steps):  # 1, 21, …, 681
+    for i, t in enumerate(reversed(steps)):  # 1, 21, …, 681
         a_from = alpha_at(scheduler, previous_timestep(scheduler, t))
         a_to = alpha_at(scheduler, t)
-        z = ddim_transfer(z, eps_fn(z, t), a_from.item(), a_to.item(), pred_type).float()
+        with torch.no_grad():
+            z = ddim_transfer(z, eps_fn(z, t), a_from.item(), a_to.item(), pred_type).float()
         visited.append(z)
+        yield i + 1
     return Inversion(latents=z, timestep=steps[0], denoise_timesteps=tuple(steps)), visited
+
+
+def invert(
+    scheduler: Any, z0: Tensor, eps_fn: EpsFn, num_steps: int, inverted_steps: int
+) -> tuple[Inversion, list[Tensor]]:
+    """``invert_steps`` run to the end: (Inversion, visited latents)."""
+    run = invert_steps(scheduler, z0, eps_fn, num_steps, inverted_steps)
+    while True:
+        try:
+            next(run)
+        except StopIteration as done:
+            return done.value
