@@ -62,6 +62,13 @@ def register(subparsers: Any) -> None:
         "--dift-model", default=None, metavar="PATH",
         help="SD pipeline for DIFT features (the paper: SD-2.1); enables Mean Distance (MD)",
     )  # fmt: skip
+    run.add_argument("--model-config", default=None, metavar="DIR", help="configs for a single-file --model")
+    run.add_argument(
+        "--vae", default=None, help="a separate VAE for --model (diffusers folder or single file)"
+    )
+    run.add_argument(
+        "--dift-model-config", default=None, metavar="DIR", help="configs for a single-file --dift-model"
+    )
     run.add_argument("--limit", type=int, default=None, help="only the first N samples (sorted)")
     run.add_argument("--device", default=None, help="cuda, cpu … (default: CUDA if present; per rank)")
     run.add_argument("--dtype", default=None, choices=("fp32", "fp16", "bf16"), help="model weights dtype")
@@ -120,6 +127,9 @@ def run_bench(args: argparse.Namespace) -> int:
         device=args.device,
         dtype=args.dtype,
         lora_cache_dir=Path(args.lora_cache) if args.lora_cache else None,
+        model_config=args.model_config,
+        vae=args.vae,
+        dift_model_config=args.dift_model_config,
         description={"preset": args.preset, "overrides": overrides},
         progress=True,
     )

@@ -133,7 +133,9 @@ def _start_run(results: Path, description: dict[str, Any]) -> None:
 class _Scorer:
     """The metric models, loaded once per process."""
 
-    def __init__(self, device: torch.device, dift_model: str | None, dtype: str | None) -> None:
+    def __init__(
+        self, device: torch.device, dift_model: str | None, dtype: str | None, dift_config: str | None = None
+    ) -> None:
         from dragdiff.bench.lpips import LPIPS
 
         self.device = device
@@ -143,7 +145,8 @@ class _Scorer:
             from dragdiff.bench.dift import DiftFeaturizer
             from dragdiff.diffusion.loading import load_pipeline
 
-            self.dift = DiftFeaturizer(load_pipeline(dift_model, device=device, dtype=dtype))
+            pipe = load_pipeline(dift_model, device=device, dtype=dtype, config=dift_config)
+            self.dift = DiftFeaturizer(pipe)
 
     def score(self, sample: DragBenchSample, edited: Image.Image) -> dict[str, Any]:
         if edited.size != sample.image.size:
@@ -214,14 +217,18 @@ def run_benchmark(
     device: str | None = None,
     dtype: str | None = None,
     lora_cache_dir: str | os.PathLike[str] | None = None,
+    model_config: str | None = None,
+    vae: str | None = None,
+    dift_model_config: str | None = None,
     description: dict[str, Any] | None = None,
     progress: bool = False,
 ) -> dict[str, Any] | None:
     """Edit and score every sample of ``bench_dir`` (sorted; the first ``limit``), writing ``results_dir``.
 
     Skips samples already recorded there. Returns the summary on rank 0 (None on other ranks).
-    ``model`` is what ``DragEditor`` accepts (None = the embedded model); ``description`` adds fields to
-    run.json (the CLI records the preset, overrides and command line there).
+    ``model`` is what ``DragEditor`` accepts (None = the embedded model; ``model_config``/``vae`` as there);
+    ``dift_model`` (+ ``dift_model_config`` for a single file) enables MD; ``description`` adds fields to
+    run.json (the CLI records the preset and overrides there).
     """
     from dragdiff.editor import DragEditor
 
@@ -231,7 +238,12 @@ def run_benchmark(
     results = Path(results_dir)
     rank, world, device = _distributed(device)
     editor = DragEditor(
-        model, device=device, dtype=dtype, lora_cache_dir=lora_cache_dir or results / "lora-cache"
+        model,
+        vae=vae,
+        device=device,
+        dtype=dtype,
+        lora_cache_dir=lora_cache_dir or results / "lora-cache",
+        model_config=model_config,
     )
     if rank == 0:
         results.mkdir(parents=True, exist_ok=True)
@@ -242,7 +254,7 @@ def run_benchmark(
     if todo:
         for folder in {sample_json(results, r).parent for r in todo}:
             folder.mkdir(parents=True, exist_ok=True)
-        scorer = _Scorer(editor.device, dift_model, dtype)
+        scorer = _Scorer(editor.device, dift_model, dtype, dift_model_config)
         for ref in _progress(todo, progress and rank == 0, world):
             _run_sample(editor, scorer, ref, config, results, rank)
     _barrier(world)
