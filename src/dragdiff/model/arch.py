@@ -52,7 +52,8 @@ class ModelSpec:
                 raise ConfigError(f"width {width} is not divisible by norm_groups={self.norm_groups}")
         if self.cross_attention_dim != self.text_hidden:
             raise ConfigError(
-                f"cross_attention_dim ({self.cross_attention_dim}) must equal text_hidden ({self.text_hidden})"
+                f"cross_attention_dim ({self.cross_attention_dim}) must equal "
+                f"text_hidden ({self.text_hidden})"
             )
 
     @property
@@ -87,7 +88,7 @@ def build_unet(spec: ModelSpec) -> UNet2DConditionModel:
         up_block_types=("UpBlock2D",) + ("CrossAttnUpBlock2D",) * 3,
         block_out_channels=spec.unet_channels,
         layers_per_block=spec.unet_layers,
-        attention_head_dim=spec.unet_heads,  # diffusers' legacy name: the number of heads, as in SD-1.5's config
+        attention_head_dim=spec.unet_heads,  # diffusers' legacy name for the number of heads (SD-1.5: 8)
         cross_attention_dim=spec.cross_attention_dim,
         norm_num_groups=spec.norm_groups,
     )

@@ -1,8 +1,9 @@
 """A small CLIP tokenizer: the real CLIP byte-level BPE, truncated to its first K merges.
 
-CLIP's vocabulary is laid out as 256 byte symbols, the same 256 with an end-of-word mark, one token per merge in
-merge order, then ``<|startoftext|>`` and ``<|endoftext|>``. Keeping only the first K merges therefore keeps every
-id below 512 + K equal to full CLIP's, and any text still tokenizes (rarer words split into more pieces).
+CLIP's vocabulary is laid out as 256 byte symbols, the same 256 with an end-of-word mark, one token per
+merge in merge order, then ``<|startoftext|>`` and ``<|endoftext|>``. Keeping only the first K merges
+therefore keeps every id below 512 + K equal to full CLIP's, and any text still tokenizes (rarer words
+split into more pieces).
 The merge list is ``open_clip/bpe_simple_vocab_16e6.txt.gz`` from the MIT-licensed ``open_clip_torch`` wheel
 (``pip download --no-deps open_clip_torch``).
 """
@@ -44,7 +45,7 @@ def bytes_to_unicode() -> dict[int, str]:
 
 
 def read_merges(source: Path) -> list[str]:
-    """All CLIP merges (``"a b"`` strings) from the ``.txt.gz`` file or the open_clip_torch wheel holding it."""
+    """All CLIP merges (``"a b"`` strings) from the ``.txt.gz`` file or the open_clip_torch wheel."""
     source = Path(source)
     if not source.is_file():
         raise InputError(f"CLIP BPE source not found: {source}")
@@ -71,7 +72,8 @@ def build_tokenizer(source: Path, num_merges: int = DEFAULT_MERGES) -> CLIPToken
     tokens += ["<|startoftext|>", "<|endoftext|>"]
     vocab = {tok: i for i, tok in enumerate(tokens)}
     pairs = [tuple(m.split()) for m in merges]
-    tok = CLIPTokenizer(vocab=vocab, merges=pairs, model_max_length=MAX_LENGTH)
+    # transformers annotates merges as strings, but the tokenizers backend wants (left, right) pairs
+    tok = CLIPTokenizer(vocab=vocab, merges=pairs, model_max_length=MAX_LENGTH)  # type: ignore[arg-type]
     log.info("built CLIP tokenizer with %d merges (vocab %d)", num_merges, len(vocab))
     return tok
 

@@ -1,3 +1,5 @@
+# diffusers' model and pipeline classes are not visible to mypy as nn.Module subclasses (its lazy imports):
+# mypy: disable-error-code="attr-defined,operator,arg-type"
 """Training recipe of the embedded model: VAE first, then UNet + text encoder on rescaled latents.
 
 Run directory layout (everything resumable, written atomically):
@@ -504,7 +506,7 @@ def train_unet(
             )
             last_ckpt = time.monotonic()
     atomic_save({**tr.state_dict(), "rng": gen.get_state(), "data_rng": data_gen.get_state()}, state_path)
-    if sample_captions:
+    if sample_captions:  # the chunk's last grid
         save_samples(tr, vae, tokenizer, sample_captions, run_dir / "samples" / f"step_{tr.step:06d}.png")
     return tr
 
@@ -614,7 +616,7 @@ def psnr(a: Tensor, b: Tensor) -> Tensor:
 def evaluate_vae(
     vae: AutoencoderKL, data: ImageSource, device: torch.device, n: int = 256, chunk: int = 64
 ) -> dict[str, float]:
-    """Reconstruction PSNR (posterior mean) and, when dragdiff.bench.lpips is available, LPIPS on held-out images."""
+    """Reconstruction PSNR (posterior mean) on held-out images, and LPIPS when dragdiff.bench.lpips loads."""
     gen = torch.Generator().manual_seed(EVAL_SEED)
     lpips_fn = _try_lpips(device)
     psnrs, lp = [], []
@@ -680,7 +682,7 @@ def make_data(size: int, emoji_pack: Path | None) -> ImageSource:
 
 
 def load_or_build_tokenizer(run_dir: Path, bpe_cache: Path, merges: int) -> CLIPTokenizer:
-    """The run's tokenizer (saved once in ``run_dir/tokenizer``), built from the CLIP BPE file on first use."""
+    """The run's tokenizer (saved in ``run_dir/tokenizer``), built from the CLIP BPE file on first use."""
     from dragdiff.model.tokenizer import build_tokenizer, find_bpe_source
 
     path = run_dir / "tokenizer"
@@ -693,7 +695,7 @@ def load_or_build_tokenizer(run_dir: Path, bpe_cache: Path, merges: int) -> CLIP
 
 
 def seed_run_from_export(run_dir: Path, export_dir: Path, cfg: TrainConfig) -> None:
-    """Start a run from an exported pipeline folder (weights only: fresh optimizer, EMA restarts from them)."""
+    """Start a run from an exported pipeline folder (weights only: fresh optimizer; EMA restarts there)."""
     export_dir = Path(export_dir)
     if not (export_dir / "model_index.json").exists():
         raise ConfigError(f"--init-from needs an exported pipeline folder, got {export_dir}")
@@ -735,7 +737,7 @@ def run_training(args: argparse.Namespace) -> int:
         cfg, spec=replace(cfg.spec, vocab_size=len(tokenizer))
     )  # the vocabulary follows the tokenizer
     data = make_data(cfg.spec.image_size, Path(args.emoji_pack) if args.emoji_pack else None)
-    captions = heldout_captions(data, 16, device)
+    captions = heldout_captions(data, args.eval_captions, device) if cfg.sample_every else []
     if args.phase in ("vae", "all"):
         train_vae(run_dir, data, cfg, device, args.vae_minutes)
     if args.phase in ("unet", "all"):

@@ -1,0 +1,149 @@
+"""Training recipe: latent rescaling, data pool, metrics, the shipped model, a CPU smoke run of the CLI."""
+
+from __future__ import annotations
+
+import gzip
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from diffusers import StableDiffusionPipeline
+from safetensors import safe_open
+
+from dragdiff.model.arch import SD_SCALING_FACTOR, TINY_SPEC, build_vae
+from dragdiff.model.train import Pool, gradient_loss, latent_std, main, psnr, rescale_latents
+
+ASSET = Path(__file__).resolve().parents[2] / "src" / "dragdiff" / "assets" / "model"
+
+
+class StandInData:
+    """Coloured rectangles on a flat background, with captions: enough structure for the recipe's checks."""
+
+    def __init__(self, size: int = 32) -> None:
+        self.size = size
+
+    def sample(self, n: int, generator: torch.Generator, device: torch.device | str = "cpu"):
+        s = self.size
+        bg = torch.rand(n, 3, 1, 1, generator=generator)
+        fg = torch.rand(n, 3, 1, 1, generator=generator)
+        lo = torch.randint(0, s // 2, (n, 2), generator=generator)
+        yy, xx = torch.meshgrid(torch.arange(s), torch.arange(s), indexing="ij")
+        inside = (yy >= lo[:, :1, None]) & (yy < lo[:, :1, None] + s // 3)
+        inside &= (xx >= lo[:, 1:, None]) & (xx < lo[:, 1:, None] + s // 3)  # (n, S, S)
+        images = torch.where(inside[:, None], fg, bg) * 2 - 1  # (n, 3, S, S)
+        return images.to(device), ["a square on a background"] * n
+
+
+def test_rescale_makes_the_sd_factor_right_and_keeps_reconstructions() -> None:
+    torch.manual_seed(0)
+    vae = build_vae(TINY_SPEC).eval()
+    data = StandInData(TINY_SPEC.image_size)
+    x, _ = data.sample(4, torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        before = vae.decode(vae.encode(x).latent_dist.mode()).sample
+    k = rescale_latents(vae, data, torch.Generator().manual_seed(2), torch.device("cpu"), n=512)
+    assert k != pytest.approx(1.0, abs=0.05)  # a random VAE's latents are far from std 1/0.18215
+    with torch.no_grad():
+        after = vae.decode(vae.encode(x).latent_dist.mode()).sample
+    torch.testing.assert_close(after, before, atol=1e-4, rtol=1e-4)
+    std = latent_std(vae, data, torch.Generator().manual_seed(3), torch.device("cpu"), n=512)
+    assert std * SD_SCALING_FACTOR == pytest.approx(1.0, abs=0.05)  # fresh data: unit variance after scaling
+
+
+def test_pool_draws_batches_and_renews_itself() -> None:
+    counter = {"next": 0}
+
+    def fill(n: int) -> tuple[torch.Tensor, torch.Tensor]:
+        values = torch.arange(counter["next"], counter["next"] + n)
+        counter["next"] += n
+        return values[:, None].float(), values[:, None]
+
+    pool = Pool(
+        fill, size=64, refresh=4, generator=torch.Generator().manual_seed(0), chunk=16, refresh_every=2
+    )
+    assert pool.size == 64 and set(pool.data.flatten().tolist()) == set(range(64))
+    x, ids = pool.draw(8)
+    assert x.shape == (8, 1) and torch.equal(x.long(), ids)  # examples keep their captions
+    pool.draw(8)  # second draw: 4 * 2 entries replaced at once
+    assert pool.data.max().item() >= 64
+    quick = Pool(fill, size=1000, refresh=0, generator=torch.Generator(), chunk=10, max_seconds=0.0)
+    assert quick.size == 10  # a fill budget of 0 s still gives one chunk
+
+
+def test_metrics_behave() -> None:
+    x = torch.rand(2, 3, 16, 16) * 2 - 1
+    noisy = x + 0.1 * torch.randn_like(x)
+    expected = 10 * torch.log10(4 / ((noisy - x) ** 2).flatten(1).mean(1))
+    torch.testing.assert_close(psnr(noisy, x), expected)
+    assert (psnr(x, x) > 100).all()
+    assert gradient_loss(x, x).item() == 0.0
+    assert gradient_loss(torch.roll(x, 1, dims=-1), x).item() > 0.1
+
+
+@pytest.mark.skipif(not (ASSET / "model_index.json").exists(), reason="shipped model not present")
+def test_shipped_model_fits_budget_and_loads() -> None:
+    weights = sorted(ASSET.rglob("*.safetensors"))
+    assert weights and all(p.stat().st_size <= 15e6 for p in weights)  # every file under 15 MB
+    assert sum(p.stat().st_size for p in weights) <= 30e6
+    for path in weights:  # shipped in half precision
+        with safe_open(str(path), "pt") as f:
+            assert {f.get_slice(k).get_dtype() for k in f.keys()} == {"F16"}, path.name
+    pipe = StableDiffusionPipeline.from_pretrained(ASSET)
+    assert pipe.vae.config.scaling_factor == SD_SCALING_FACTOR
+    assert pipe.unet.config.sample_size * pipe.vae_scale_factor == 128
+    sched = pipe.scheduler.config
+    assert (sched.beta_schedule, sched.steps_offset, sched.clip_sample) == ("scaled_linear", 1, False)
+    assert pipe.tokenizer("a photo of a cat")["input_ids"][1:-1] == [320, 1125, 539, 320, 2368]  # CLIP ids
+    assert pipe.safety_checker is None
+
+
+def _fake_bpe(folder: Path) -> None:
+    folder.mkdir()
+    merges = ["a b", "r e", "i n", "o n</w>", "t h", "th e</w>", "a n", "an d</w>"]
+    text = "#version: 0.2\n" + "\n".join(merges) + "\n"
+    (folder / "bpe_simple_vocab_16e6.txt.gz").write_bytes(gzip.compress(text.encode()))
+
+
+def test_cli_smoke_run_resumes_exports_and_generates(tmp_path: Path) -> None:
+    _fake_bpe(tmp_path / "bpe")
+    run, export = tmp_path / "run", tmp_path / "export"
+    common = [
+        "--tiny",
+        "--run-dir",
+        str(run),
+        "--bpe-cache",
+        str(tmp_path / "bpe"),
+        "--merges",
+        "8",
+        "--device",
+        "cpu",
+        "--vae-pool",
+        "8",
+        "--unet-pool",
+        "8",
+        "--refresh",
+        "2",
+        "--refresh-every",
+        "1",
+        "--log-every",
+        "1",
+        "--sample-every",
+        "0",
+        "--vae-batch",
+        "4",
+        "--unet-batch",
+        "4",
+    ]
+    assert main([*common, "--vae-steps", "2", "--unet-steps", "2"]) == 0
+    assert main([*common, "--phase", "unet", "--unet-steps", "3", "--export", str(export)]) == 0  # resume
+    records = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
+    unet_steps = [r["step"] for r in records if r["phase"] == "unet"]
+    assert unet_steps == [1, 2, 3]  # the second call continued at step 3
+    assert any(r["phase"] == "vae_rescale" for r in records)
+    pipe = StableDiffusionPipeline.from_pretrained(export, dtype=torch.float32)
+    pipe.set_progress_bar_config(disable=True)
+    image = pipe(
+        "a red square", num_inference_steps=2, guidance_scale=2.0, generator=torch.Generator().manual_seed(0)
+    ).images[0]
+    assert image.size == (TINY_SPEC.image_size, TINY_SPEC.image_size)
