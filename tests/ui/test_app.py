@@ -189,7 +189,25 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def _status(url: str) -> int:
+def _upload(url: str, payload: bytes) -> int:
+    boundary = "dragdifftestboundary"
+    body = (
+        (
+            f'--{boundary}\r\nContent-Disposition: form-data; name="files"; filename="x.png"\r\n'
+            "Content-Type: image/png\r\n\r\n"
+        ).encode()
+        + payload
+        + f"\r\n--{boundary}--\r\n".encode()
+    )
+    request = urllib.request.Request(
+        f"{url}gradio_api/upload",
+        data=body,
+        headers={"Content-Type": f"multipart/form-data; boundary={boundary}"},
+    )
+    return _status(request)
+
+
+def _status(url: str | urllib.request.Request) -> int:
     try:
         with urllib.request.urlopen(url, timeout=20) as response:
             return int(response.status)
@@ -197,17 +215,19 @@ def _status(url: str) -> int:
         return int(exc.code)
 
 
-def test_only_the_output_folder_is_served(tmp_path: Path) -> None:
+def test_only_the_output_folder_is_served_and_uploads_are_capped(tmp_path: Path) -> None:
     out = tmp_path / "out"
     secret = tmp_path / "secret.txt"
     secret.write_text("not for the browser")
     app = ui.build_app(lambda model: None, output_dir=out)
-    url = ui.serve(app, output_dir=out, port=_free_port(), block=False)
+    url = ui.serve(app, output_dir=out, port=_free_port(), max_file_size="2kb", block=False)
     try:
-        assert url.startswith("http://127.0.0.1:")
+        assert url.startswith("http://127.0.0.1:")  # local bind by default
         (out / "edited.txt").write_text("a result")
         assert _status(f"{url}gradio_api/file={out / 'edited.txt'}") == 200
         for outside in (secret, Path(__file__).resolve(), Path("/etc/passwd")):
             assert _status(f"{url}gradio_api/file={outside}") in (403, 404), outside
+        assert _upload(url, b"x" * 1000) == 200
+        assert _upload(url, b"x" * 5000) == 413  # over max_file_size
     finally:
-        app.close()
+        ui.close(app)
