@@ -91,12 +91,15 @@ def _covered_uv(cover: np.ndarray, scene: sc.Scene, obj: int, uv: tuple[float, f
     return 0 <= x < size and 0 <= y < size and cover[y, x] > 0.5
 
 
-def _edit(rng: np.random.Generator, kind: str, scene: sc.Scene, obj: int, travel: float, size: int):
+_Edit = tuple[sc.Scene, list[tuple[float, float]]] | None
+
+
+def _edit(rng: np.random.Generator, kind: str, scene: sc.Scene, obj: int, travel: float, size: int) -> _Edit:
     """(edited scene, handle object-local points) for one edit kind, or None if this draw does not fit."""
     o = scene.objects[obj]
     cover = sc.render_masks([scene], size)[0, obj].numpy()  # coverage only decides where handles may sit
 
-    def on_object(candidates):
+    def on_object(candidates: list[tuple[float, float]]) -> list[tuple[float, float]]:
         return [uv for uv in candidates if _covered_uv(cover, scene, obj, uv, size)]
 
     if kind in ("move", "move_multi"):
@@ -167,7 +170,9 @@ def _dilate(mask: torch.Tensor, radius: int) -> torch.Tensor:
     return F.max_pool2d(mask.float()[None, None], 2 * radius + 1, stride=1, padding=radius)[0, 0] > 0
 
 
-def render_case(case: GtCase, device: torch.device | str | None = None):
+def render_case(
+    case: GtCase, device: torch.device | str | None = None
+) -> tuple[Image.Image, Image.Image, np.ndarray | None, np.ndarray]:
     """(source image, target image, user mask or None, edit region) for a case."""
     imgs = sc.render([case.source, case.target], case.size, device).cpu()  # (2, 3, S, S)
     cover = sc.render_masks([case.source, case.target], case.size, device).cpu()[:, case.obj]  # (2, S, S)
