@@ -120,6 +120,10 @@ def test_panel_values_reach_the_config_and_bad_ones_are_named() -> None:
     values[keys.index("drag.lr")] = 0.05
     cfg = ui.config_from_panel("dragdiffusion", values)
     assert cfg.drag.max_iterations == 7 and isinstance(cfg.drag.max_iterations, int) and cfg.drag.lr == 0.05
+    values[keys.index("lora.rank")] = 2.5
+    with pytest.raises(ConfigError, match=r"LoRA rank \(lora.rank\) must be a whole number, got 2.5"):
+        ui.config_from_panel("dragdiffusion", values)
+    values[keys.index("lora.rank")] = 4
     values[keys.index("inversion.strength")] = 1.5
     with pytest.raises(ConfigError, match=r"inversion.strength must be in \(0, 1\], got 1.5"):
         ui.config_from_panel("dragdiffusion", values)

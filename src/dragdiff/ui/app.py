@@ -111,10 +111,15 @@ def mask_from_editor(value: dict[str, Any] | None, size: tuple[int, int]) -> np.
         painted = alpha if painted is None else painted | alpha
     if painted is None or not painted.any():
         return None
-    if painted.shape != (size[1], size[0]):  # a canvas that differs from the image: resize nearest
-        resized = Image.fromarray(painted.astype(np.uint8) * 255).resize(size, Image.Resampling.NEAREST)
-        painted = np.asarray(resized) > 127
-    return painted
+    return _resize_mask(painted, size)  # a canvas that differs from the image is resized to it
+
+
+def _resize_mask(mask: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """(H, W) bool -> (size[1], size[0]) bool, nearest neighbour."""
+    if mask.shape == (size[1], size[0]):
+        return mask
+    resized = Image.fromarray(mask.astype(np.uint8) * 255).resize(size, Image.Resampling.NEAREST)
+    return np.asarray(resized) > 127
 
 
 def editor_background(value: dict[str, Any] | None) -> Image.Image | None:
@@ -153,17 +158,10 @@ def render_points(
     """
     scale = display_scale(image.size)
     shown = _display(image, scale)
-    disp_mask = None
-    if mask is not None:
-        disp_mask = (
-            np.asarray(
-                Image.fromarray(mask.astype(np.uint8) * 255).resize(shown.size, Image.Resampling.NEAREST)
-            )
-            > 127
-        )
+    shown_mask = _resize_mask(mask, shown.size) if mask is not None else None
     pts = _scaled(points, scale)
     n_pairs = len(pts) // 2
-    out = viz.draw_instruction(shown, pts[0 : 2 * n_pairs : 2], pts[1 : 2 * n_pairs : 2], disp_mask)
+    out = viz.draw_instruction(shown, pts[0 : 2 * n_pairs : 2], pts[1 : 2 * n_pairs : 2], shown_mask)
     if len(pts) % 2:  # a handle waiting for its target
         x, y = pts[-1]
         r = viz.dot_radius(out.size)
@@ -221,12 +219,15 @@ def config_from_panel(preset_name: str, values: Sequence[Any]) -> EditConfig:
     base = preset(preset_name)
     overrides: dict[str, Any] = {}
     for (key, label), value in zip(ADVANCED, values, strict=True):
-        default = _get(base, key)
         if value is None or (isinstance(value, str) and not value.strip()):
             raise ConfigError(f"{label} ({key}) is empty")
-        overrides[key] = (
-            int(value) if isinstance(default, int) and not isinstance(default, bool) else float(value)
-        )
+        number = float(value)
+        if isinstance(_get(base, key), int):  # a count, radius or seed
+            if not number.is_integer():
+                raise ConfigError(f"{label} ({key}) must be a whole number, got {value!r}")
+            overrides[key] = int(number)
+        else:
+            overrides[key] = number
     return base.override(**overrides)
 
 
@@ -255,8 +256,8 @@ class ModelHolder:
         return self._model
 
     def get(self, model: str | None) -> Any:
-        """The editor for ``model`` (None = the app's default); loads only when it is not the current one."""
-        model = _model_arg(model) if model is not None else self._model
+        """The editor for ``model`` (None or "" = the embedded default); loads only when it is a new model."""
+        model = _model_arg(model)
         with self._load_lock:
             if self._editor is not None and model == self._model:
                 return self._editor
@@ -492,7 +493,7 @@ def build_app(
             gr.Warning(f"identity LoRA not started: {exc}")
             return
         previous = lora_by_tab.pop(tab(request), None)
-        job = warmer.start(_model_arg(model_text) or holder.model, image, prompt or "", config)
+        job = warmer.start(_model_arg(model_text), image, prompt or "", config)
         if previous is not None and previous is not job:
             previous.cancel.set()
         if job is not None:
@@ -521,7 +522,7 @@ def build_app(
             config = config_from_panel(preset_name, panel)
             if not (prompt or "").strip():
                 raise InputError("type a prompt to generate an image from")
-            editor_ = holder.get(_model_arg(model_text) or holder.model)
+            editor_ = holder.get(_model_arg(model_text))
             with holder.lock:
                 generated = editor_.generate(prompt, config)
         except Exception as exc:
@@ -562,15 +563,18 @@ def build_app(
         source = session.image
         instruction = make_instruction(points, mask_from_editor(value, source.size), prompt, source.size)
         config = config_from_panel(preset_name, panel)
-        editor_ = holder.get(_model_arg(model_text) or holder.model)
+        editor_ = holder.get(_model_arg(model_text))
         stop = stops[tab(request)] = threading.Event()
         # 2. A real image: let its background LoRA finish first, showing its progress.
         job = lora_by_tab.get(tab(request)) if session.generated is None else None
-        while job is not None and not job.done.wait(UPDATE_INTERVAL_S):
+        while job is not None and not job.done.wait(UPDATE_INTERVAL_S) and not stop.is_set():
             if job.latest is not None:
                 yield _status(job.latest, "identity LoRA (background) · "), gr.skip(), *skip3
         # 3. Take the engine (another tab's edit may hold it).
         while not holder.lock.acquire(timeout=UPDATE_INTERVAL_S):
+            if stop.is_set():
+                yield "**stopped** before the edit started", gr.skip(), *skip3
+                return
             yield "**waiting** for another edit on this model to finish…", gr.skip(), *skip3
         try:
             image_arg = session.generated if session.generated is not None else source
