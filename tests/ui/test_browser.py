@@ -168,6 +168,8 @@ def _fast_settings(page: Any, **extra: float) -> None:
 
 
 def _files(page: Any) -> dict[str, str]:
+    """The download links of the latest result (the list renders a moment after the status says done)."""
+    page.wait_for_function("() => document.querySelectorAll('#dd-files a[href*=\"record.json\"]').length > 0")
     links = page.locator("#dd-files a").evaluate_all("els => els.map(e => e.href)")
     return {href.rsplit("/", 1)[-1]: href for href in links}
 
