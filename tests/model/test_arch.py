@@ -43,9 +43,12 @@ def test_unet_has_the_sd1_topology(spec: ModelSpec) -> None:
     unet = build_unet(spec)
     kinds = [type(b).__name__ for b in unet.down_blocks] + [type(unet.mid_block).__name__]
     kinds += [type(b).__name__ for b in unet.up_blocks]
-    assert kinds == ["CrossAttnDownBlock2D"] * 3 + ["DownBlock2D", "UNetMidBlock2DCrossAttn", "UpBlock2D"] + [
-        "CrossAttnUpBlock2D"
-    ] * 3
+    assert (
+        kinds
+        == ["CrossAttnDownBlock2D"] * 3
+        + ["DownBlock2D", "UNetMidBlock2DCrossAttn", "UpBlock2D"]
+        + ["CrossAttnUpBlock2D"] * 3
+    )
     blocks = [m for m in unet.modules() if type(m).__name__ == "BasicTransformerBlock"]
     assert len(blocks) == 16  # like SD-1.5: 6 down, 1 mid, 9 up
     assert unet.config.in_channels == unet.config.out_channels == 4
@@ -118,3 +121,16 @@ def test_real_clip_ids() -> None:
     tok = build_tokenizer(find_bpe_source(REAL_BPE), num_merges=3000)
     # full CLIP: <sot> a photo of a cat <eot> = 49406 320 1125 539 320 2368 49407
     assert tok("a photo of a cat")["input_ids"][1:-1] == [320, 1125, 539, 320, 2368]
+
+
+def test_coverage_counts_pieces_per_word(tmp_path: Path) -> None:
+    from dragdiff.model.tokenizer import coverage
+
+    tok = build_tokenizer(_fake_bpe(tmp_path, CLIP_MERGES), num_merges=6)
+    stats = coverage(tok, ["the cat,", "the abc"])
+    assert stats["distinct_words"] == 3  # punctuation is not a word
+    assert stats["whole_word_share"] == pytest.approx(
+        2 / 3
+    )  # "the" and "cat" are single tokens, "abc" is not
+    with pytest.raises(InputError, match="caption"):
+        coverage(tok, [""])

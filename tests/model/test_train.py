@@ -147,3 +147,18 @@ def test_cli_smoke_run_resumes_exports_and_generates(tmp_path: Path) -> None:
         "a red square", num_inference_steps=2, guidance_scale=2.0, generator=torch.Generator().manual_seed(0)
     ).images[0]
     assert image.size == (TINY_SPEC.image_size, TINY_SPEC.image_size)
+
+
+def test_init_from_needs_an_exported_folder(tmp_path: Path) -> None:
+    _fake_bpe(tmp_path / "bpe")
+    args = [
+        "--tiny",
+        "--run-dir",
+        str(tmp_path / "run"),
+        "--bpe-cache",
+        str(tmp_path / "bpe"),
+        "--device",
+        "cpu",
+    ]
+    with pytest.raises(ValueError, match="exported pipeline folder"):
+        main([*args, "--init-from", str(tmp_path / "nowhere"), "--phase", "none"])

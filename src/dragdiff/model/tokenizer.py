@@ -80,7 +80,7 @@ def build_tokenizer(source: Path, num_merges: int = DEFAULT_MERGES) -> CLIPToken
 
 def coverage(tokenizer: CLIPTokenizer, captions: list[str]) -> dict[str, float]:
     """How well the vocabulary fits the captions: tokens per word, and the share of words kept whole."""
-    words = sorted({w for c in captions for w in c.lower().split()})
+    words = sorted({w.strip(",.;:!?") for c in captions for w in c.lower().split()} - {""})
     if not words:
         raise InputError("coverage needs at least one non-empty caption")
     pieces = [len(tokenizer(w, add_special_tokens=False)["input_ids"]) for w in words]

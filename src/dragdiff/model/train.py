@@ -34,6 +34,7 @@ from diffusers import AutoencoderKL, StableDiffusionPipeline, UNet2DConditionMod
 from diffusers.training_utils import EMAModel
 from PIL import Image
 from torch import Tensor
+from tqdm.auto import tqdm
 from transformers import CLIPTextModel, CLIPTokenizer
 
 from dragdiff.config import ConfigError
@@ -240,7 +241,12 @@ def vae_loss(
 
 
 def train_vae(
-    run_dir: Path, data: ImageSource, cfg: TrainConfig, device: torch.device, max_minutes: float
+    run_dir: Path,
+    data: ImageSource,
+    cfg: TrainConfig,
+    device: torch.device,
+    max_minutes: float,
+    progress: bool = False,
 ) -> AutoencoderKL:
     """Train (or resume) the VAE for at most ``max_minutes``, then write the rescaled ``vae/`` folder."""
     t0 = time.monotonic()
@@ -271,6 +277,7 @@ def train_vae(
     jlog = JsonlLog(run_dir / "log.jsonl")
     vae.train()
     tick, seen = time.monotonic(), 0
+    bar = tqdm(desc="VAE", unit="step", initial=step, disable=not progress)
     while step < cfg.vae_steps and time.monotonic() - t0 < max_minutes * 60:
         u8, _ = pool.draw(cfg.vae_batch)
         x = (u8.float() / 127.5 - 1).contiguous(memory_format=torch.channels_last)
@@ -284,6 +291,7 @@ def train_vae(
         opt.step()
         step += 1
         seen += cfg.vae_batch
+        bar.update()
         if step % cfg.log_every == 0:
             now = time.monotonic()
             rate = seen / max(now - tick, 1e-9)
@@ -297,7 +305,9 @@ def train_vae(
                 minutes=(now - t0) / 60,
             )
             log.info("vae step %d loss %.4f (%.0f samples/s)", step, values["loss"], rate)
+            bar.set_postfix(loss=f"{values['loss']:.4f}", samples_per_s=f"{rate:.0f}")
             tick, seen = now, 0
+    bar.close()
     atomic_save(
         {
             "vae": vae.state_dict(),
@@ -434,6 +444,7 @@ def train_unet(
     tokenizer: CLIPTokenizer,
     max_minutes: float,
     sample_captions: Sequence[str] = (),
+    progress: bool = False,
 ) -> UNetTrainer:
     """Train (or resume) UNet + text encoder on rescaled latents for at most ``max_minutes``."""
     t0 = time.monotonic()
@@ -468,6 +479,7 @@ def train_unet(
     tick, seen, last_ckpt = time.monotonic(), 0, time.monotonic()
     tr.unet.train()
     tr.text.train()
+    bar = tqdm(desc="UNet", unit="step", initial=tr.step, disable=not progress)
     while tr.step < cfg.unet_steps and time.monotonic() - t0 < max_minutes * 60:
         stats, ids = pool.draw(cfg.unet_batch)
         mean, std = stats[:, 0].float(), stats[:, 1].float()
@@ -485,6 +497,7 @@ def train_unet(
         tr.ema.step(tr.params)
         tr.step += 1
         seen += cfg.unet_batch
+        bar.update()
         if tr.step % cfg.log_every == 0:
             now = time.monotonic()
             rate = seen / max(now - tick, 1e-9)
@@ -497,6 +510,7 @@ def train_unet(
                 minutes=(now - t0) / 60,
             )
             log.info("unet step %d loss %.4f (%.0f samples/s)", tr.step, loss.item(), rate)
+            bar.set_postfix(loss=f"{loss.item():.4f}", samples_per_s=f"{rate:.0f}")
             tick, seen = now, 0
         if cfg.sample_every and tr.step % cfg.sample_every == 0 and sample_captions:
             save_samples(tr, vae, tokenizer, sample_captions, run_dir / "samples" / f"step_{tr.step:06d}.png")
@@ -505,6 +519,7 @@ def train_unet(
                 {**tr.state_dict(), "rng": gen.get_state(), "data_rng": data_gen.get_state()}, state_path
             )
             last_ckpt = time.monotonic()
+    bar.close()
     atomic_save({**tr.state_dict(), "rng": gen.get_state(), "data_rng": data_gen.get_state()}, state_path)
     if sample_captions:  # the chunk's last grid
         save_samples(tr, vae, tokenizer, sample_captions, run_dir / "samples" / f"step_{tr.step:06d}.png")
@@ -739,9 +754,9 @@ def run_training(args: argparse.Namespace) -> int:
     data = make_data(cfg.spec.image_size, Path(args.emoji_pack) if args.emoji_pack else None)
     captions = heldout_captions(data, args.eval_captions, device) if cfg.sample_every else []
     if args.phase in ("vae", "all"):
-        train_vae(run_dir, data, cfg, device, args.vae_minutes)
+        train_vae(run_dir, data, cfg, device, args.vae_minutes, progress=True)
     if args.phase in ("unet", "all"):
-        train_unet(run_dir, data, cfg, device, tokenizer, args.unet_minutes, captions)
+        train_unet(run_dir, data, cfg, device, tokenizer, args.unet_minutes, captions, progress=True)
     if args.export:
         export_run(run_dir, tokenizer, Path(args.export), cfg, device)
         if args.eval:
