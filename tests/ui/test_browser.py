@@ -194,6 +194,7 @@ def test_upload_paint_click_run_and_download(server: dict, context: Any, tmp_pat
     size = (96, 32)  # wide: must be neither cropped nor squashed
     picture = tmp_path / "wide.png"
     make_test_image(*size).save(picture)
+    adapters_before = _adapters(server)
     page = _open(context, server["url"])
     _fast_settings(page)  # before the upload, so the background LoRA trains with these settings
     _upload(page, picture)
@@ -220,6 +221,8 @@ def test_upload_paint_click_run_and_download(server: dict, context: Any, tmp_pat
     assert record["instruction"]["targets"] == [list(target)]
     assert record["instruction"]["mask"] is True and record["image_size"] == list(size)
     assert record["lora"] is True and record["iterations"] >= 1
+    # the LoRA trained in the background on upload is the one the edit used: one new adapter, not two
+    assert len(_adapters(server)) == len(adapters_before) + 1
 
     edited = Image.open(_saved(server, "edited.png"))
     assert edited.size == size
@@ -231,6 +234,12 @@ def test_upload_paint_click_run_and_download(server: dict, context: Any, tmp_pat
     ratio = (drawn.sum(-1) + 1) / (source.sum(-1) + 1)  # (H, W)
     assert ratio[size[1] // 2, size[0] // 2] > 0.9  # centre of the stroke: editable
     assert ratio[1, 1] < 0.6 and ratio[-2, -2] < 0.6  # corners: kept
+
+
+def _adapters(server: dict) -> set[str]:
+    """Identity-LoRA adapters in the engine's cache folder."""
+    folder = server["tmp"] / "lora"
+    return {p.name for p in folder.iterdir()} if folder.is_dir() else set()
 
 
 def _saved(server: dict, name: str) -> Path:
