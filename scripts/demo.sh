@@ -4,6 +4,6 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/setup.sh
 mkdir -p out
-dragdiff edit examples/sample.png --drag 40,64:80,64 --prompt "a red star on a white background" \
+dragdiff edit examples/sample.png --drag 48,64:78,64 --prompt "a red star on a white background" \
   -o out/sample_edited.png "$@"
 echo "wrote out/sample_edited.png (and out/sample_edited.json)"

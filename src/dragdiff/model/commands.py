@@ -31,6 +31,24 @@ _BATCH = 64  # samples rendered per batch when writing --count samples
 def register(subparsers: Any) -> None:
     """Add this area's subcommands (called by ``dragdiff.cli``)."""
     _register_make_data(subparsers)
+    _register_train_model(subparsers)
+
+
+def _register_train_model(subparsers: Any) -> None:
+    # The training module imports diffusers/transformers; keep `dragdiff --help` light by handing the
+    # arguments over to its own parser (``dragdiff train-model --help`` shows them).
+    p = subparsers.add_parser(
+        "train-model",
+        help="train the embedded SD-1.x-format model (VAE, then UNet + text encoder); --help for options",
+        add_help=False,
+    )
+
+    def run(args: argparse.Namespace) -> int:
+        from dragdiff.model.train import main
+
+        return main(["train-model", *args.extra_args])
+
+    p.set_defaults(func=run, passthrough=True)  # cli.main hands the unparsed arguments over as extra_args
 
 
 def _register_make_data(subparsers: Any) -> None:
