@@ -260,7 +260,8 @@ def train_vae(
         state = torch.load(state_path, map_location=device, weights_only=False)
         vae.load_state_dict(state["vae"])
         opt.load_state_dict(state["opt"])
-        gen.set_state(state["rng"].cpu())
+        if state.get("rng") is not None:  # None when seeded from an exported model (--init-from)
+            gen.set_state(state["rng"].cpu())
         data_gen.set_state(state["data_rng"].cpu())
         step = state["step"]
         log.info("resumed VAE at step %d", step)
@@ -456,7 +457,8 @@ def train_unet(
     if state_path.exists():
         state = torch.load(state_path, map_location=device, weights_only=False)
         tr.load_state_dict(state)
-        gen.set_state(state["rng"].cpu())
+        if state.get("rng") is not None:  # None when seeded from an exported model (--init-from)
+            gen.set_state(state["rng"].cpu())
         data_gen.set_state(state["data_rng"].cpu())
         log.info("resumed UNet at step %d", tr.step)
     sf = vae.config.scaling_factor
@@ -726,7 +728,8 @@ def seed_run_from_export(run_dir: Path, export_dir: Path, cfg: TrainConfig) -> N
     tr.text.load_state_dict(text.state_dict())
     tr.ema = EMAModel(tr.params, decay=cfg.ema_decay, foreach=True)
     rng = torch.Generator().manual_seed(cfg.seed + 3).get_state()
-    atomic_save({**tr.state_dict(), "rng": rng, "data_rng": rng}, run_dir / "unet_state.pt")
+    # the noise generator lives on the training device, whose RNG state differs in size: start it fresh there
+    atomic_save({**tr.state_dict(), "rng": None, "data_rng": rng}, run_dir / "unet_state.pt")
     log.info("seeded %s from %s", run_dir, export_dir)
 
 
