@@ -6,7 +6,7 @@ export PYTHONUNBUFFERED=1
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
   && export PYTHONPATH=/tmp/site:$PWD/src || exit 1
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader > "$OUT/bench_sd15.log"
-: skip timeout 170 python3 benchmarks/edit_sd15.py --out "$OUT/bench_sd15.json" 2>&1 \
+timeout 170 python3 benchmarks/edit_sd15.py --out "$OUT/bench_sd15.json" 2>&1 \
   | grep -v "Warning\|warn(\|\[transformers\]" | tee -a "$OUT/bench_sd15.log"
 python3 -m dragdiff.model.train --run-dir runs/model4 --phase unet --unet-minutes 3.4 \
   --init-from src/dragdiff/assets/model --emoji-pack .carry/emoji_pack.npz \
