@@ -4,6 +4,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/setup.sh
 mkdir -p out
-dragdiff edit examples/sample.png --drag 48,64:78,64 --prompt "a red star on a white background" \
+dragdiff edit examples/sample.png --drag 48,64:78,64 --mask examples/sample_mask.png \
+  --prompt "a red star on a white background" --animation out/sample_edited.gif \
   -o out/sample_edited.png "$@"
-echo "wrote out/sample_edited.png (and out/sample_edited.json)"
+echo "wrote out/sample_edited.png (+ .json record, .gif of the optimisation)"
