@@ -27,8 +27,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from dragdiff.commands import parse_override
-from dragdiff.config import EditConfig, preset
+from dragdiff.config import EditConfig, parse_override, preset
 from dragdiff.editor import DragEditor
 from dragdiff.io import atomic_write_json, package_versions
 from dragdiff.types import DragInstruction
@@ -269,7 +268,7 @@ def main(argv: list[str] | None = None) -> int:
         image, instruction = test_picture(size)
         if not args.no_warmup:  # one-time costs (kernel selection, allocator growth) out of the timed edit
             log.info("warm-up edit ...")
-            short = {"lora.steps": 2, "drag.max_iterations": 2, "inversion.num_steps": 4, "lora.seed": 1}
+            short = {"lora.steps": 2, "drag.max_iterations": 2, "inversion.num_steps": 4, "seed": 1}
             editor.edit(image, instruction, config.override(**short))
         log.info("timed edit ...")
         row = timed_edit(editor, image, instruction, config)

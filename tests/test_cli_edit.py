@@ -179,3 +179,43 @@ def test_bad_input_is_one_line_exit_2_nothing_written(
     assert len(err) == 1 and err[0].startswith("dragdiff: error: ") and message in err[0], err
     assert _outputs(files["dir"]) == set()
     assert files["image"].read_bytes()[:4] == b"\x89PNG"  # input untouched
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["-o", "{dir}/out.bmp"], "out.bmp"),
+        (["-o", "{dir}/out", "--set", "drag.max_iterations=1"], "'out'"),
+        (["--animation", "{dir}/drag.mp4"], "drag.mp4"),
+    ],
+)
+def test_unsupported_output_suffix_fails_before_the_model_loads(
+    extra: list[str], message: str, files, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    def no_model(args):
+        raise AssertionError("the model must not load for a bad output path")
+
+    monkeypatch.setattr("dragdiff.commands._load_editor", no_model)
+    argv = ["edit", str(files["image"]), "--drag", "1,1:5,5", *(a.format(dir=files["dir"]) for a in extra)]
+    if "-o" not in argv:
+        argv += ["-o", str(files["out"])]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("dragdiff: error: cannot save") and message in err[0], err
+    assert _outputs(files["dir"]) == set()
+
+
+def test_seed_flag_and_set_seed_are_the_config_seed() -> None:
+    import argparse
+
+    from dragdiff.commands import build_config
+
+    def args(seed: int | None, overrides: list[str]) -> argparse.Namespace:
+        return argparse.Namespace(
+            preset="dragdiffusion", seed=seed, preview_every=None, animation=None, overrides=overrides
+        )
+
+    assert build_config(args(5, [])).seed == 5
+    assert build_config(args(None, ["seed=6"])).seed == 6
+    assert build_config(args(None, [])).seed == 0
+    assert not hasattr(build_config(args(5, [])).lora, "seed")

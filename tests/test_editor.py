@@ -153,3 +153,83 @@ def test_bad_inputs_fail_before_any_work(editor: DragEditor, tiny_image, bad: st
         cfg = FAST.override(**{"denoise.control_levels": 4})
     with pytest.raises(error, match=match):
         editor.iter_edit(image, ins, cfg)
+
+
+def test_seed_is_the_seed_of_the_lora(editor: DragEditor, tiny_image) -> None:
+    """``EditConfig.seed`` seeds the LoRA's draws and keys its cache entry (no second, LoRA-only seed)."""
+    cfg = FAST.override(**{"lora.steps": 1})
+    before = set(editor.lora_cache._memory)
+    for seed in (0, 1):
+        list(editor.prepare_lora(tiny_image, "seeded", cfg.override(seed=seed)))
+    new = [editor.lora_cache._memory[k] for k in editor.lora_cache._memory if k not in before]
+    assert len(new) == 2  # two seeds, two adapters
+    assert any(not torch.equal(new[0][k], new[1][k]) for k in new[0])
+
+
+def test_optimisation_leaves_no_lora_or_unet_gradients(editor: DragEditor, tiny_image) -> None:
+    unet = editor.pipe.unet
+    checked = 0
+    for event in editor.iter_edit(tiny_image, _instruction(), FAST.override(**{"drag.stop_distance": 0.0})):
+        if event.phase == "drag":  # the adapter is installed and the latent has been stepped
+            named = dict(unet.named_parameters())
+            assert any(".dragdiff_identity." in n for n in named)
+            assert [n for n, p in named.items() if p.grad is not None or p.requires_grad] == []
+            checked += 1
+    assert checked == 3
+
+
+def test_cached_adapter_that_does_not_fit_is_trained_again(
+    editor: DragEditor, tiny_image, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    bogus = {"down_blocks.9.nothing.lora_A.weight": torch.zeros(4, 4)}
+    monkeypatch.setattr(editor.lora_cache, "get", lambda key: bogus)
+    cfg = FAST.override(**{"drag.max_iterations": 1, "seed": 7})
+    run = editor.iter_edit(tiny_image, _instruction(), cfg)
+    lora_events = [e for e in run if e.phase == "lora"]
+    assert run.result is not None and run.result.record["lora"]
+    assert [e.step for e in lora_events] == [1, 2] and all(e.message != "cached" for e in lora_events)
+
+
+def test_generated_image_from_another_model_is_refused(editor: DragEditor) -> None:
+    import dataclasses
+
+    gen = editor.generate("a red circle", GenerateConfig(num_steps=10, seed=3))
+    assert gen.model_id == editor.model_id
+    other = dataclasses.replace(gen, model_id="someone/other-model")
+    with pytest.raises(InputError, match=r"someone/other-model.*" + editor.model_id):
+        editor.iter_edit(other, DragInstruction.from_pairs([((20, 30), (40, 30))]), FAST)
+
+
+def test_saved_latents_get_a_plain_file_mode_and_leave_no_temp_files(editor: DragEditor, tmp_path) -> None:
+    import os
+
+    from dragdiff.diffusion.generate import load_generated, save_generated
+
+    gen = editor.generate("a red circle", GenerateConfig(num_steps=2, seed=3))
+    path = save_generated(gen, tmp_path / "g.latents.safetensors")
+    umask = os.umask(0)
+    os.umask(umask)
+    assert path.stat().st_mode & 0o777 == 0o666 & ~umask
+    assert [p.name for p in tmp_path.iterdir()] == ["g.latents.safetensors"]
+    assert torch.equal(load_generated(path, gen.image).latents, gen.latents)
+
+
+@pytest.mark.parametrize(
+    ("weights", "device", "precision", "want"),
+    [
+        (torch.float16, "cuda", "auto", torch.float16),  # half weights: their own dtype
+        (torch.bfloat16, "cuda", "auto", torch.bfloat16),
+        (torch.float32, "cuda", "auto", torch.bfloat16),  # fp32 weights on CUDA: bf16
+        (torch.float32, "cpu", "auto", None),
+        (torch.float16, "cuda", "fp32", torch.float16),
+        (torch.float32, "cuda", "fp16", torch.float16),
+    ],
+)
+def test_autocast_dtype(weights, device: str, precision: str, want) -> None:
+    from types import SimpleNamespace
+
+    fake = SimpleNamespace(
+        pipe=SimpleNamespace(unet=SimpleNamespace(dtype=weights)), device=torch.device(device)
+    )
+    cfg = EditConfig().override(**{"runtime.precision": precision})
+    assert DragEditor._amp(fake, cfg) == want  # type: ignore[arg-type]

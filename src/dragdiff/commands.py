@@ -10,7 +10,6 @@ generated image in generated-image mode (no LoRA, no inversion, guidance kept; S
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import sys
 import threading
 from pathlib import Path
@@ -110,7 +109,7 @@ def _register_edit(subparsers: Any) -> None:
         "--seed",
         type=int,
         default=None,
-        help=f"seed of the LoRA's random draws (default: {_DEFAULTS.lora.seed})",
+        help=f"seed of the edit's random draws, i.e. config `seed` (default: {_DEFAULTS.seed})",
     )
     p.add_argument(
         "--set",
@@ -176,53 +175,17 @@ def _register_generate(subparsers: Any) -> None:
 # --- config from the command line -----------------------------------------------------------------------
 
 
-def parse_override(text: str, config: EditConfig) -> tuple[str, Any]:
-    """``"section.field=value"`` -> (key, typed value), typed by the field's current value."""
-    key, sep, raw = text.partition("=")
-    key = key.strip()
-    section, _, name = key.partition(".")
-    if not sep or not name:
-        raise ConfigError(f"--set needs SECTION.FIELD=VALUE, got {text!r}")
-    sub = getattr(config, section, None)
-    if sub is None or not dataclasses.is_dataclass(sub) or not hasattr(sub, name):
-        raise ConfigError(f"--set {text!r}: unknown config field {key!r}")
-    current = getattr(sub, name)
-    raw = raw.strip()
-    try:
-        if isinstance(current, bool):
-            if raw.lower() not in ("true", "false", "1", "0", "yes", "no"):
-                raise ValueError
-            return key, raw.lower() in ("true", "1", "yes")
-        if isinstance(current, tuple):
-            return key, tuple(s.strip() for s in raw.split(",") if s.strip())
-        if raw.lower() == "none" and (current is None or name in ("alpha", "width", "height")):
-            return key, None
-        if isinstance(current, int):
-            return key, int(raw)
-        if isinstance(current, float) or current is None:
-            return key, float(raw)
-        return key, raw
-    except ValueError:
-        kind = type(current).__name__ if current is not None else "number or none"
-        raise ConfigError(f"--set {text!r}: {key} must be a {kind}, got {raw!r}") from None
-
-
 def build_config(args: argparse.Namespace) -> EditConfig:
     """Preset, then --seed and --preview-every, then every --set (validated by the dataclasses)."""
     config = preset(args.preset)
     if args.seed is not None:
-        config = config.override(seed=args.seed, **{"lora.seed": args.seed})
+        config = config.override(seed=args.seed)
     preview_every = args.preview_every
     if preview_every is None and args.animation:
         preview_every = _ANIMATION_EVERY
     if preview_every is not None:
         config = config.override(**{"runtime.preview_every": preview_every})
-    for text in args.overrides:
-        key, value = parse_override(text, config)
-        try:
-            config = config.override(**{key: value})
-        except TypeError as exc:  # a dataclass rejected the value's type
-            raise ConfigError(f"--set {text!r}: {exc}") from None
+    config = config.with_overrides(args.overrides)
     if args.animation and config.runtime.preview_every == 0:
         raise ConfigError("--animation needs previews: runtime.preview_every must be >= 1, got 0")
     return config
@@ -247,9 +210,13 @@ def run_edit(args: argparse.Namespace) -> int:
     )
     instruction.validate_for(image.width, image.height)
     inputs = [p for p in (args.image, args.mask, args.generated) if p]
-    out = io.check_output_path(args.output, inputs)
+    out = io.check_output_path(args.output, inputs, formats=io.IMAGE_FORMATS)
     record_path = io.check_output_path(out.with_suffix(".json"), inputs)
-    animation = io.check_output_path(args.animation, inputs + [out]) if args.animation else None
+    animation = (
+        io.check_output_path(args.animation, inputs + [out], formats=io.ANIMATION_FORMATS)
+        if args.animation
+        else None
+    )
     source: Any = image
     if args.generated:
         from dragdiff.diffusion.generate import load_generated
@@ -379,13 +346,9 @@ def run_generate(args: argparse.Namespace) -> int:
         width=args.width,
         height=args.height,
     )
-    out = io.check_output_path(args.output, [])
+    out = io.check_output_path(args.output, [], formats=io.IMAGE_FORMATS)
     latents = latents_path(out)
     io.check_output_path(latents, [])
-    if out.suffix.lower() not in io.IMAGE_FORMATS:
-        raise InputError(
-            f"cannot save an image as {out.name!r}: use one of {', '.join(sorted(io.IMAGE_FORMATS))}"
-        )
     editor = _load_editor(args)
     try:
         gen = editor.generate(args.prompt, config)

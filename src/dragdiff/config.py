@@ -1,8 +1,9 @@
 """Every default of a dragdiff edit, in one place.
 
-Frozen dataclasses, validated in ``__post_init__``; the CLI flags, the web UI's advanced panel and the benchmark
-all read their defaults from here. Each default names its source: the DragDiffusion paper (Shi et al., CVPR 2024,
-arXiv 2306.14435 v6, "paper") or its reference implementation (Yujun-Shi/DragDiffusion @ ebe659a, "ref").
+Frozen dataclasses, validated in ``__post_init__``; the CLI flags, the web UI's advanced panel and the
+benchmark all read their defaults from here. Each default names its source: the DragDiffusion paper
+(Shi et al., CVPR 2024, arXiv 2306.14435 v6, "paper") or its reference implementation
+(Yujun-Shi/DragDiffusion @ ebe659a, "ref").
 Where the two differ, the ``dragdiffusion`` preset follows the reference code and says so.
 
 This module imports no torch, diffusers or gradio.
@@ -11,6 +12,7 @@ This module imports no torch, diffusers or gradio.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 from dataclasses import dataclass, field, fields, replace
 from typing import Any, Literal
 
@@ -40,7 +42,7 @@ class LoraConfig:
     lr: float = 5e-4  # ref `lora_lr`, constant schedule
     weight_decay: float = 1e-2  # ref: AdamW default of their trainer
     batch_size: int = 4  # ref `lora_batch_size`
-    seed: int = 0  # ref seeds the LoRA run with 0
+    # The LoRA's random draws (init, crops, noise, timesteps) are seeded by ``EditConfig.seed``.
 
     def __post_init__(self) -> None:
         _check(self.rank >= 1, "lora.rank", self.rank, ">= 1")
@@ -68,7 +70,9 @@ class InversionConfig:
         _check(self.num_steps >= 1, "inversion.num_steps", self.num_steps, ">= 1")
         _check(0.0 < self.strength <= 1.0, "inversion.strength", self.strength, "in (0, 1]")
         _check(self.guidance_scale >= 1.0, "inversion.guidance_scale", self.guidance_scale, ">= 1")
-        _check(self.inverted_steps >= 1, "inversion.strength", self.strength, "large enough to invert >= 1 step")
+        _check(
+            self.inverted_steps >= 1, "inversion.strength", self.strength, "large enough to invert >= 1 step"
+        )
 
     @property
     def inverted_steps(self) -> int:
@@ -140,7 +144,9 @@ class GenerateConfig:
 class RuntimeConfig:
     """How the edit runs (not what it computes, up to the stated tolerance of the fast path)."""
 
-    precision: Precision = "fp32"  # faithful path: fp32 latent/maths; "auto" = bf16 on CUDA, fp32 on CPU
+    # faithful path: fp32 latent/maths. "auto" on CUDA: autocast to the UNet's dtype when its weights are
+    # half, bf16 over fp32 weights; on CPU the same as "fp32".
+    precision: Precision = "fp32"
     preview_every: int = 0  # decode a preview every N optimisation iterations (0 = never)
 
     def __post_init__(self) -> None:
@@ -158,7 +164,13 @@ class EditConfig:
     denoise: DenoiseConfig = field(default_factory=DenoiseConfig)
     generate: GenerateConfig = field(default_factory=GenerateConfig)
     runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
-    seed: int = 0  # seeds every random draw of the edit through a torch.Generator
+    # THE seed of the edit's random draws: the identity LoRA's CPU torch.Generator (A init, crops, VAE
+    # posterior samples, noise, timesteps) is seeded with it. 0 = ref (it seeds the LoRA run with 0).
+    # Inversion, drag and denoising draw nothing; generation has its own ``generate.seed``.
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        _check(isinstance(self.seed, int) and self.seed >= 0, "seed", self.seed, "an integer >= 0")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -198,6 +210,57 @@ class EditConfig:
                 raise ConfigError(f"unknown config field {key!r}")
             cfg = replace(cfg, **{section: replace(sub, **{name: value})})
         return cfg
+
+    def with_overrides(self, texts: Sequence[str]) -> EditConfig:
+        """Apply ``"section.field=value"`` strings (``"seed=3"`` for a top-level field) in order."""
+        cfg = self
+        for text in texts:
+            key, value = parse_override(text, cfg)
+            try:
+                cfg = cfg.override(**{key: value})
+            except TypeError as exc:  # a dataclass rejected the value's type
+                raise ConfigError(f"--set {text!r}: {exc}") from None
+        return cfg
+
+
+def parse_override(text: str, config: EditConfig) -> tuple[str, Any]:
+    """``"section.field=value"`` (or ``"seed=value"``) -> (key, typed value), typed by the current value."""
+    key, sep, raw = text.partition("=")
+    key = key.strip()
+    section, _, name = key.partition(".")
+    if not sep or not key:
+        raise ConfigError(f"--set needs SECTION.FIELD=VALUE, got {text!r}")
+    top = getattr(config, section, None) if section in {f.name for f in fields(config)} else None
+    if name:
+        owner, attr = top, name
+        if owner is None or not dataclasses.is_dataclass(owner) or not hasattr(owner, name):
+            raise ConfigError(f"--set {text!r}: unknown config field {key!r}")
+    else:
+        owner, attr = config, section
+        if top is None or dataclasses.is_dataclass(top):
+            raise ConfigError(f"--set needs SECTION.FIELD=VALUE, got {text!r}")
+    return key, _typed(text, key, attr, getattr(owner, attr), raw.strip())
+
+
+def _typed(text: str, key: str, name: str, current: Any, raw: str) -> Any:
+    """``raw`` converted to the type of the field's ``current`` value; a ConfigError naming it otherwise."""
+    try:
+        if isinstance(current, bool):
+            if raw.lower() not in ("true", "false", "1", "0", "yes", "no"):
+                raise ValueError
+            return raw.lower() in ("true", "1", "yes")
+        if isinstance(current, tuple):
+            return tuple(s.strip() for s in raw.split(",") if s.strip())
+        if raw.lower() == "none" and (current is None or name in ("alpha", "width", "height")):
+            return None
+        if isinstance(current, int):
+            return int(raw)
+        if isinstance(current, float) or current is None:
+            return float(raw)
+        return raw
+    except ValueError:
+        kind = type(current).__name__ if current is not None else "number or none"
+        raise ConfigError(f"--set {text!r}: {key} must be a {kind}, got {raw!r}") from None
 
 
 PRESETS: dict[str, EditConfig] = {

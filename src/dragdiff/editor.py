@@ -20,6 +20,7 @@ import time
 from collections.abc import Generator, Iterator
 from contextlib import nullcontext
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -52,7 +53,14 @@ from dragdiff.diffusion.loading import (
     size_multiple,
     weights_fingerprint,
 )
-from dragdiff.diffusion.lora import LoraCache, LoraState, lora_adapter, lora_cache_key, train_lora
+from dragdiff.diffusion.lora import (
+    LoraCache,
+    LoraState,
+    adapter_fits,
+    lora_adapter,
+    lora_cache_key,
+    train_lora,
+)
 from dragdiff.diffusion.unet import Conditioning, combine_features, unet_eps
 from dragdiff.io import package_versions
 from dragdiff.ops import (
@@ -246,6 +254,11 @@ class DragEditor:
             raise ConfigError(str(exc)) from None
 
     def _check_generated(self, gen: GeneratedImage, config: EditConfig) -> None:
+        if gen.model_id and not _same_model(gen.model_id, self.model_id):
+            raise InputError(
+                f"the generated image was made with model {gen.model_id!r} but this editor runs "
+                f"{self.model_id!r}: drag it with the model that generated it"
+            )
         f = self.pipe.vae_scale_factor
         h, w = gen.latents.shape[-2:]
         if (gen.image.width, gen.image.height) != (w * f, h * f):
@@ -350,15 +363,20 @@ class DragEditor:
     def _identity_lora(
         self, work_image: Image.Image, prompt: str, config: EditConfig
     ) -> Generator[ProgressEvent, None, LoraState]:
-        key = lora_cache_key(work_image, prompt, self._weights_id, config.lora)
+        amp = self._amp(config)
+        key = lora_cache_key(
+            work_image, prompt, self._weights_id, config.lora, seed=config.seed, precision=str(amp)
+        )
         cached = self.lora_cache.get(key)
-        if cached is not None:
+        if cached is not None and adapter_fits(self.pipe.unet, config.lora, cached):
             yield ProgressEvent(
                 phase="lora", step=config.lora.steps, total=config.lora.steps, message="cached"
             )
             return cached
+        if cached is not None:  # a cached adapter that does not fit this UNet: a miss, trained again
+            self.lora_cache.discard(key)
         side = max(work_image.width, work_image.height)  # crops of the native size (the long side)
-        state = yield from train_lora(self.pipe, work_image, prompt, config.lora, side, self._amp(config))
+        state = yield from train_lora(self.pipe, work_image, prompt, config.lora, side, amp, seed=config.seed)
         self.lora_cache.put(key, state, config.lora)
         return state
 
@@ -417,19 +435,22 @@ class DragEditor:
             feats, eps = self._features(z, t, prep, config)
             if it > 0:
                 handles = track_points(feats, reference, handles, drag.r_p)  # Eq. 4
-            done = reached(handles, prep.targets, drag.stop_distance)
-            if bool(done.all()):  # stop rule, checked before the loss (SPEC §4)
-                converged = True
-                break
+            done = reached(handles, prep.targets, drag.stop_distance)  # (N,) bool
             loss = motion_loss(feats, handles, prep.targets, drag.r_m, active=~done)  # Eq. 3
             if prep.mask is not None and x_prev_ref is not None:
                 x_prev = ddim_transfer(z, eps, a_t, a_prev, pred_type)
                 loss = loss + mask_term(x_prev, x_prev_ref, prep.mask, drag.lam)
+            # the one host transfer of the iteration: [all done, loss, handles (row, col)...]
+            host = torch.cat([done.all().float().view(1), loss.detach().float().view(1), handles.flatten()])
+            host = host.cpu()
+            if host[0] > 0:  # stop rule, checked before the update (SPEC §4)
+                converged = True
+                break
             optimiser.zero_grad(set_to_none=True)
             loss.backward()
             optimiser.step()
             iterations = it + 1
-            points = self._to_image(handles, prep)
+            points = self._grid_to_points(host[2:].view(-1, 2), prep)
             preview = None
             if config.runtime.preview_every and iterations % config.runtime.preview_every == 0:
                 preview = self._preview(z.detach(), eps.detach(), a_t, pred_type, prep)
@@ -439,7 +460,7 @@ class DragEditor:
                 step=iterations,
                 total=drag.max_iterations,
                 handles=points,
-                loss=float(loss.detach()),
+                loss=float(host[1]),
                 preview=preview,
             )
         return _Drag(
@@ -497,12 +518,17 @@ class DragEditor:
             return torch.float16
         if precision == "bf16":
             return torch.bfloat16
-        if precision == "auto" and self.device.type == "cuda":
-            return torch.bfloat16
+        if precision == "auto" and self.device.type == "cuda":  # half weights: their dtype; fp32: bf16
+            return unet_dtype if unet_dtype in (torch.float16, torch.bfloat16) else torch.bfloat16
         return unet_dtype if unet_dtype != torch.float32 else None
 
     def _to_image(self, grid_points: Tensor, prep: _Prepared) -> tuple[Point, ...]:
-        xy = grid_to_image(grid_points.detach().cpu(), prep.grid_hw, prep.image_hw).tolist()
+        return self._grid_to_points(grid_points.detach().cpu(), prep)
+
+    @staticmethod
+    def _grid_to_points(grid_points: Tensor, prep: _Prepared) -> tuple[Point, ...]:
+        """(N, 2) CPU (row, col) on the grid -> image-pixel Points."""
+        xy = grid_to_image(grid_points, prep.grid_hw, prep.image_hw).tolist()
         return tuple(Point(float(x), float(y)) for x, y in xy)
 
     def _result(
@@ -563,6 +589,14 @@ class DragEditor:
         from dragdiff.viz import draw_tracking
 
         return draw_tracking(preview, instruction.handles, instruction.targets, handles)
+
+
+def _same_model(a: str, b: str) -> bool:
+    """Two model identities name the same model: equal, or paths to the same file/folder."""
+    if a == b:
+        return True
+    pa, pb = Path(a).expanduser(), Path(b).expanduser()
+    return pa.exists() and pb.exists() and pa.resolve() == pb.resolve()
 
 
 @dataclass

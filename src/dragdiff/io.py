@@ -162,9 +162,17 @@ def _same_file(a: Path, b: Path) -> bool:
         return False
 
 
-def check_output_path(output: PathLike, inputs: Sequence[PathLike]) -> Path:
-    """Fail before any work if ``output`` would overwrite an input or cannot be written; returns the Path."""
+def check_output_path(
+    output: PathLike, inputs: Sequence[PathLike], formats: dict[str, str] | None = None
+) -> Path:
+    """Fail before any work if ``output`` would overwrite an input or cannot be written; returns the Path.
+
+    ``formats`` (e.g. ``IMAGE_FORMATS``, ``ANIMATION_FORMATS``): the suffixes the file may have.
+    """
     out = Path(output)
+    if formats is not None:
+        what = "an animation" if formats is ANIMATION_FORMATS else "an image"
+        _format_for(out, formats, what)
     for src in inputs:
         if src is not None and _same_file(out, Path(src)):
             raise InputError(f"output {out} is the input file {src}: choose another output path")

@@ -57,7 +57,8 @@ class DragInstruction:
             raise InputError("a drag needs at least one handle->target pair, got none")
         if len(self.handles) != len(self.targets):
             raise InputError(
-                f"handles and targets must pair up, got {len(self.handles)} handles and {len(self.targets)} targets"
+                f"handles and targets must pair up, got {len(self.handles)} handles and "
+                f"{len(self.targets)} targets"
             )
 
     @classmethod

@@ -5,12 +5,14 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
+import pytest
 import torch
 
 from dragdiff.config import LoraConfig
 from dragdiff.diffusion.lora import (
     WEIGHT_NAME,
     LoraCache,
+    adapter_fits,
     lora_adapter,
     lora_cache_key,
     train_lora,
@@ -74,6 +76,27 @@ def test_cache_key_changes_with_each_input(tiny_image) -> None:
     assert key != lora_cache_key(img, "a dog", "model-a", CFG)
     assert key != lora_cache_key(img, "a cat", "model-b", CFG)
     assert key != lora_cache_key(img, "a cat", "model-a", dataclasses.replace(CFG, steps=3))
+    assert key != lora_cache_key(img, "a cat", "model-a", CFG, seed=1)  # EditConfig.seed
+    assert key != lora_cache_key(img, "a cat", "model-a", CFG, precision="torch.bfloat16")
+
+
+def test_installed_adapter_is_frozen(tiny_pipeline, tiny_image) -> None:
+    state, _ = _train(tiny_pipeline, tiny_image)
+    for weights in (None, state):
+        with lora_adapter(tiny_pipeline.unet, CFG, weights) as params:
+            assert params and not any(p.requires_grad for p in params)
+
+
+def test_adapter_that_does_not_fit_is_a_value_error(tiny_pipeline, tiny_image) -> None:
+    state, _ = _train(tiny_pipeline, tiny_image)
+    assert adapter_fits(tiny_pipeline.unet, CFG, state)
+    other_rank = dataclasses.replace(CFG, rank=2)  # shapes differ
+    partial = dict(list(state.items())[:-1])  # a missing key
+    for cfg, weights in ((other_rank, state), (CFG, partial), (CFG, {"x.lora_A.weight": torch.zeros(1)})):
+        with pytest.raises(ValueError, match="do not fit"), lora_adapter(tiny_pipeline.unet, cfg, weights):
+            pass
+        assert not adapter_fits(tiny_pipeline.unet, cfg, weights)
+    assert not any("lora" in k for k in tiny_pipeline.unet.state_dict())  # removed again after each failure
 
 
 def test_saved_adapter_reloads_from_disk_and_with_diffusers(

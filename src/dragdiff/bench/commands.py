@@ -107,8 +107,7 @@ def run_make_gt(args: argparse.Namespace) -> int:
 
 def run_bench(args: argparse.Namespace) -> int:
     from dragdiff.bench.runner import run_benchmark
-    from dragdiff.commands import parse_override
-    from dragdiff.config import preset
+    from dragdiff.config import parse_override, preset
 
     config = preset(args.preset)
     overrides = {}

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,8 +21,9 @@ from torch import Tensor
 
 from dragdiff.config import GenerateConfig
 from dragdiff.diffusion.inversion import decode_latents, encode_prompt, tensor_to_pil
-from dragdiff.diffusion.loading import native_size, size_multiple
+from dragdiff.diffusion.loading import model_identity, native_size, size_multiple
 from dragdiff.diffusion.unet import Conditioning, unet_eps
+from dragdiff.io import atomic_path
 from dragdiff.types import InputError
 
 
@@ -81,7 +81,7 @@ def generate(pipe: Any, prompt: str, config: GenerateConfig | None = None) -> Ge
         guidance_scale=config.guidance_scale,
         timesteps=timesteps,
         seed=config.seed,
-        model_id=str(getattr(pipe, "_dragdiff_model_id", "")),
+        model_id=model_identity(pipe),
     )
 
 
@@ -99,14 +99,8 @@ def save_generated(gen: GeneratedImage, path: str | os.PathLike[str]) -> Path:
         "model_id": gen.model_id,
         "format": "dragdiff-generated/1",
     }
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent or ".")
-    os.close(fd)
-    try:
-        save_file({"latents": gen.latents.contiguous()}, tmp, metadata=meta)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_path(path) as tmp:  # a plain file's mode; no temporary file left on failure
+        save_file({"latents": gen.latents.contiguous()}, str(tmp), metadata=meta)
     return path
 
 

@@ -7,8 +7,9 @@ image (resize the short side to the native size, random square crop); z_0 = VAE 
 scaling_factor; t ~ U{0..T−1}; loss = MSE(ε_θ(√ᾱ_t z_0 + √(1−ᾱ_t) ε, t, c), ε) (v-target for v-prediction
 models). Frozen base in the pipeline's dtype; the LoRA parameters in fp32.
 
-Adapters are cached by ``lora_cache_key`` (image pixels at work size, prompt, model identity, LoRA config) in
-memory (LRU) and on disk in diffusers' LoRA format, so ``pipe.load_lora_weights(dir)`` loads one too.
+Adapters are cached by ``lora_cache_key`` (image pixels at work size, prompt, model identity, LoRA config,
+seed, autocast precision) in memory (LRU) and on disk in diffusers' LoRA format, so
+``pipe.load_lora_weights(dir)`` loads one too. A cached adapter that does not fit the UNet is a miss.
 """
 
 from __future__ import annotations
@@ -60,13 +61,23 @@ def peft_config(cfg: LoraConfig) -> Any:
     )
 
 
-def lora_cache_key(image: Any, prompt: str, model_id: str, cfg: LoraConfig) -> str:
-    """sha256 over the work-size image pixels, the prompt, the model identity and the LoRA config."""
+def lora_cache_key(
+    image: Any, prompt: str, model_id: str, cfg: LoraConfig, seed: int = 0, precision: str = "fp32"
+) -> str:
+    """sha256 over the work-size image pixels, the prompt, the model identity, the LoRA config, the seed of
+    the training's random draws (``EditConfig.seed``) and ``precision`` (the autocast dtype training used)."""
     h = hashlib.sha256()
     arr = np.ascontiguousarray(np.asarray(image.convert("RGB"), dtype=np.uint8))
     h.update(f"{arr.shape}".encode())
     h.update(arr.tobytes())
-    meta = {"prompt": prompt, "model": model_id, "lora": dataclasses.asdict(cfg), "format": 1}
+    meta = {
+        "prompt": prompt,
+        "model": model_id,
+        "lora": dataclasses.asdict(cfg),
+        "seed": seed,
+        "precision": precision,
+        "format": 2,
+    }
     h.update(json.dumps(meta, sort_keys=True, default=str).encode())
     return h.hexdigest()
 
@@ -80,24 +91,23 @@ def lora_adapter(
 ) -> Iterator[list[torch.nn.Parameter]]:
     """Add the identity adapter to ``unet`` for the ``with`` block; yield its (fp32) parameters.
 
-    ``state`` loads trained weights; otherwise A is drawn from N(0, 1/r) with ``generator`` and B is zero.
-    On exit the adapter is removed again, leaving the base UNet as it was.
+    ``state`` loads trained weights (a ValueError if they do not fit this UNet); otherwise A is drawn from
+    N(0, 1/r) with ``generator`` (seed 0 when None) and B is zero. The parameters are frozen
+    (``requires_grad=False``): gradients through the UNet (latent optimisation) then never compute or keep
+    LoRA weight gradients; a trainer enables them itself. On exit the adapter is removed again, leaving the
+    base UNet as it was.
     """
-    from peft import set_peft_model_state_dict
-
     had_adapters = bool(getattr(unet, "peft_config", None))
     unet.add_adapter(peft_config(cfg), adapter_name=ADAPTER)
     try:
         params = [p for n, p in unet.named_parameters() if f".{ADAPTER}." in n]
         for p in params:
             p.data = p.data.float()  # LoRA parameters in fp32, base stays in the pipeline dtype
+            p.requires_grad_(False)
         if state is not None:
-            result = set_peft_model_state_dict(unet, state, adapter_name=ADAPTER)
-            unexpected = list(getattr(result, "unexpected_keys", None) or [])
-            if unexpected:
-                raise ValueError(f"cached LoRA does not fit this UNet: {unexpected[:3]} …")
+            _load_state(unet, state)
         else:
-            gen = generator or torch.Generator().manual_seed(cfg.seed)
+            gen = generator or torch.Generator().manual_seed(0)
             for name, p in unet.named_parameters():
                 if f"lora_A.{ADAPTER}." in name:
                     p.data.copy_(torch.randn(p.shape, generator=gen) / cfg.rank)  # std 1/r (SPEC §2)
@@ -107,6 +117,32 @@ def lora_adapter(
             unet.delete_adapters(ADAPTER)
         else:
             unet.unload_lora()  # unwraps the peft layers: the base UNet is exactly as before
+
+
+def _load_state(unet: Any, state: LoraState) -> None:
+    """Load trained adapter weights; a ValueError if any key is unexpected, missing or of another shape."""
+    from peft import set_peft_model_state_dict
+
+    try:
+        result = set_peft_model_state_dict(unet, state, adapter_name=ADAPTER)
+    except RuntimeError as exc:  # shape mismatch (e.g. another rank or another UNet)
+        raise ValueError(f"LoRA weights do not fit this UNet: {str(exc).splitlines()[0]}") from None
+    unexpected = list(getattr(result, "unexpected_keys", None) or [])
+    missing = [k for k in getattr(result, "missing_keys", None) or [] if f".{ADAPTER}." in k]
+    if unexpected or missing:
+        raise ValueError(
+            f"LoRA weights do not fit this UNet: unexpected {unexpected[:3]}, missing {missing[:3]}"
+        )
+
+
+def adapter_fits(unet: Any, cfg: LoraConfig, state: LoraState) -> bool:
+    """Whether ``state`` loads into ``unet`` as an adapter of ``cfg`` (tried and removed again)."""
+    try:
+        with lora_adapter(unet, cfg, state):
+            return True
+    except ValueError as exc:
+        logger.warning("%s", exc)
+        return False
 
 
 def adapter_state(unet: Any) -> LoraState:
@@ -138,16 +174,23 @@ def random_crops(big: Tensor, side: int, count: int, generator: torch.Generator)
 
 
 def train_lora(
-    pipe: Any, image: Any, prompt: str, cfg: LoraConfig, side: int, autocast_dtype: torch.dtype | None = None
+    pipe: Any,
+    image: Any,
+    prompt: str,
+    cfg: LoraConfig,
+    side: int,
+    autocast_dtype: torch.dtype | None = None,
+    seed: int = 0,
 ) -> Generator[ProgressEvent, None, LoraState]:
     """Fit the identity LoRA to ``image`` (PIL, work size); yields one event per step, returns the weights.
 
-    ``side`` is the crop size of the augmentations (the model's native size). The adapter is removed again
-    before this returns; install the returned weights with ``lora_adapter(unet, cfg, state)``.
+    ``side`` is the crop size of the augmentations (the model's native size); ``seed`` (``EditConfig.seed``)
+    seeds every random draw. The adapter is removed again before this returns; install the returned weights
+    with ``lora_adapter(unet, cfg, state)``.
     """
     unet, vae, scheduler = pipe.unet, pipe.vae, pipe.scheduler
     device = unet.device
-    gen = torch.Generator().manual_seed(cfg.seed)  # CPU generator: same draws on every device
+    gen = torch.Generator().manual_seed(seed)  # CPU generator: same draws on every device
     pixels = resize_short_side(image_to_tensor(image), side)  # (1, 3, H', W') in [-1, 1]
     cond = encode_prompt(pipe, prompt).expand(cfg.batch_size, -1, -1)  # (B, L, D)
     t_max = scheduler.config.num_train_timesteps
@@ -214,6 +257,11 @@ class LoraCache:
             save_lora(self.path(key), state, cfg)
         except OSError as exc:  # an unwritable cache must not fail the edit
             logger.warning("could not write the LoRA cache at %s: %s", self.path(key), exc)
+
+    def discard(self, key: str) -> None:
+        """Forget an entry (memory and disk), e.g. one that does not fit the model it was keyed for."""
+        self._memory.pop(key, None)
+        shutil.rmtree(self.path(key), ignore_errors=True)
 
     def _remember(self, key: str, state: LoraState) -> None:
         self._memory[key] = state
