@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import socket
+import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -14,7 +15,7 @@ from PIL import Image
 gr = pytest.importorskip("gradio")
 
 from dragdiff.config import ConfigError, EditConfig  # noqa: E402
-from dragdiff.types import InputError  # noqa: E402
+from dragdiff.types import InputError, ProgressEvent  # noqa: E402
 from dragdiff.ui import app as ui  # noqa: E402
 
 
@@ -235,3 +236,111 @@ def test_only_the_output_folder_is_served_and_uploads_are_capped(tmp_path: Path)
         assert _upload(url, b"x" * 5000) == 413  # over max_file_size
     finally:
         ui.close(app)
+
+
+# --- background LoRA, seeds, live view ---------------------------------------------------------------------
+
+
+class _LoraEditor:
+    """prepare_lora that takes ~2 s unless cancelled, recording the prompt of every run it starts."""
+
+    def __init__(self) -> None:
+        self.prompts: list[str] = []
+
+    def iter_edit(self, *a, **k):  # pragma: no cover - only the type matters here
+        raise NotImplementedError
+
+    def prepare_lora(self, image, prompt, config):
+        self.prompts.append(prompt)
+        for step in range(200):
+            time.sleep(0.01)
+            yield ProgressEvent("lora", step + 1, 200)
+
+
+def _eventually(condition, timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.01)
+
+
+def test_the_background_lora_follows_the_prompt_typed_after_the_upload() -> None:
+    editor = _LoraEditor()
+    warmer = ui.LoraWarmer(ui.ModelHolder(editor=editor))
+    image, cfg = Image.new("RGB", (8, 8), "red"), EditConfig()
+    try:
+        warmer.follow("tab", None, image, "", cfg)  # the upload, prompt still empty
+        _eventually(lambda: editor.prompts == [""])
+        first = warmer.job_for("tab", warmer.job_key(None, image, "", cfg))
+        assert first is not None and not first.cancel.is_set()
+        for typed in ("a", "a c", "a ca", "a cat"):  # keystrokes: one restart once typing pauses
+            warmer.follow("tab", None, image, typed, cfg, delay=0.2)
+        _eventually(lambda: editor.prompts == ["", "a cat"])
+        assert first.cancel.is_set()  # the adapter for the empty prompt is of no use any more
+        assert first.error is None
+        job = warmer.job_for("tab", warmer.job_key(None, image, "a cat", cfg))  # Run with that prompt
+        assert job is not None and job.key.split("|")[2] == "a cat"
+        warmer.follow("tab", None, image, "a cat", cfg, delay=0.0)  # unchanged inputs keep the job
+        assert warmer.job_for("tab", job.key) is job and editor.prompts == ["", "a cat"]
+        # Run right after another keystroke: the pending restart is dropped, the stale job cancelled
+        warmer.follow("tab", None, image, "a dog", cfg, delay=0.2)
+        assert warmer.job_for("tab", warmer.job_key(None, image, "a dog", cfg)) is None
+        assert job.cancel.is_set()
+        time.sleep(0.4)
+        assert editor.prompts == ["", "a cat"]  # the edit trains its own adapter; no late background job
+    finally:
+        warmer.shutdown(5.0)
+
+
+def test_a_job_shared_by_two_tabs_survives_one_of_them_leaving() -> None:
+    editor = _LoraEditor()
+    warmer = ui.LoraWarmer(ui.ModelHolder(editor=editor))
+    image, cfg = Image.new("RGB", (8, 8), "blue"), EditConfig()
+    try:
+        warmer.follow("a", None, image, "x", cfg)
+        warmer.follow("b", None, image, "x", cfg)
+        key = warmer.job_key(None, image, "x", cfg)
+        job = warmer.job_for("a", key)
+        assert job is not None and warmer.job_for("b", key) is job
+        warmer.forget("a")
+        assert not job.cancel.is_set()
+        warmer.forget("b")
+        assert job.cancel.is_set()
+    finally:
+        warmer.shutdown(5.0)
+
+
+def test_the_seed_fields_map_to_the_edit_seed_and_the_generation_seed() -> None:
+    keys = [k for k, _ in ui.ADVANCED]
+    values = ui.panel_values("dragdiffusion")
+    values[keys.index("seed")] = 7
+    values[keys.index("generate.seed")] = 9
+    cfg = ui.config_from_panel("dragdiffusion", values)
+    assert (cfg.seed, cfg.generate.seed) == (7, 9)
+    image = Image.new("RGB", (8, 8))
+    # the edit seed drives the identity LoRA's draws, so a new seed is a new background job
+    assert ui.LoraWarmer.job_key(None, image, "", cfg) != ui.LoraWarmer.job_key(None, image, "", EditConfig())
+
+
+def test_every_preview_reaches_the_page_and_the_steps_between_are_drawn_on_it() -> None:
+    preview = Image.new("RGB", (8, 8), "green")
+    events = [ProgressEvent("drag", i, 30, preview=preview if i % 10 == 0 else None) for i in range(1, 31)]
+    ticks = iter(i * 0.1 for i in range(30))  # 0.1 s per iteration: the throttle alone would skip i = 10, 20
+    sent = list(ui.live_updates(events, interval=0.25, clock=lambda: next(ticks)))
+    steps = [event.step for event, _ in sent]
+    assert {10, 20, 30} <= set(steps)  # every decoded preview is shown
+    assert all(b - a >= 2 for a, b in zip(steps, steps[1:], strict=False) if b % 10)  # others throttled
+    assert all(shown is None for event, shown in sent if event.step < 10)
+    assert all(shown is preview for event, shown in sent if event.step >= 10)  # never back to the source
+
+
+def test_previews_are_decoded_no_more_often_than_updates_are_sent() -> None:
+    pace = ui.DragPace()
+    assert pace.preview_every(None, 10, 200) == 10  # nothing measured yet: the panel's value
+    ticks = iter(i * 0.01 for i in range(100))  # 10 ms per iteration
+    events = [ProgressEvent("lora", 1, 1)] + [ProgressEvent("drag", i, 50) for i in range(1, 51)]
+    assert len(list(pace.observe(None, events, clock=lambda: next(ticks)))) == 51
+    assert pace.preview_every(None, 10, 200) == pytest.approx(ui.UPDATE_INTERVAL_S / 0.01, abs=1)
+    assert pace.preview_every(None, 10, 20) == 20  # a short edit still shows its last iteration
+    assert pace.preview_every(None, 0, 200) == 0  # no previews asked for: none
+    assert pace.preview_every("/other/model", 10, 200) == 10

@@ -11,6 +11,7 @@ import contextlib
 import json
 import os
 import socket
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -205,6 +206,9 @@ def test_upload_paint_click_run_and_download(server: dict, context: Any, tmp_pat
     page = _open(context, server["url"])
     _fast_settings(page)  # before the upload, so the background LoRA trains with these settings
     _upload(page, picture)
+    _wait_for(lambda: len(_adapters(server)) == len(adapters_before) + 1)  # the upload's LoRA (no prompt)
+    page.locator("#dd-prompt textarea").fill("a wide picture")  # the usual order: upload, prompt, run
+    _wait_for(lambda: len(_adapters(server)) == len(adapters_before) + 2)  # the LoRA follows the prompt
 
     page.click("#dd-run")  # no points yet: the page says what is missing and keeps working
     page.get_by_text("click a handle point").first.wait_for()
@@ -228,8 +232,9 @@ def test_upload_paint_click_run_and_download(server: dict, context: Any, tmp_pat
     assert record["instruction"]["targets"] == [list(target)]
     assert record["instruction"]["mask"] is True and record["image_size"] == list(size)
     assert record["lora"] is True and record["iterations"] >= 1
-    # the LoRA trained in the background on upload is the one the edit used: one new adapter, not two
-    assert len(_adapters(server)) == len(adapters_before) + 1
+    # the LoRA trained in the background for the typed prompt is the one the edit used: no third adapter
+    assert len(_adapters(server)) == len(adapters_before) + 2
+    assert record["instruction"]["prompt"] == "a wide picture"
 
     edited = Image.open(_saved(server, "edited.png"))
     assert edited.size == size
@@ -243,10 +248,19 @@ def test_upload_paint_click_run_and_download(server: dict, context: Any, tmp_pat
     assert ratio[1, 1] < 0.6 and ratio[-2, -2] < 0.6  # corners: kept
 
 
+def _wait_for(condition: Any, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.05)
+
+
 def _adapters(server: dict) -> set[str]:
     """Identity-LoRA adapters in the engine's cache folder."""
     folder = server["tmp"] / "lora"
-    return {p.name for p in folder.iterdir()} if folder.is_dir() else set()
+    if not folder.is_dir():
+        return set()
+    return {p.name for p in folder.iterdir() if not p.name.startswith(".")}  # ".name.xyz": being written
 
 
 def _saved(server: dict, name: str) -> Path:

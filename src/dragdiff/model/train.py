@@ -37,6 +37,8 @@ from torch import Tensor
 from tqdm.auto import tqdm
 from transformers import CLIPTextModel, CLIPTokenizer
 
+from dragdiff import io
+from dragdiff.bench.metrics import psnr as image_psnr
 from dragdiff.config import ConfigError
 from dragdiff.model.arch import (
     SD_SCALING_FACTOR,
@@ -109,16 +111,18 @@ class TrainConfig:
 
 
 def atomic_save(obj: Any, path: Path) -> None:
+    """``torch.save`` atomically: readable like a plain new file, no temporary left behind on failure."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    os.close(fd)
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+    with io.atomic_path(path) as tmp:
+        torch.save(obj, tmp)
 
 
 @contextmanager
 def atomic_dir(path: Path) -> Iterator[Path]:
-    """Yield a temporary folder beside ``path``; on success it replaces ``path`` in one rename."""
+    """Yield a temporary folder beside ``path``; on success it replaces ``path`` in one rename.
+
+    ``dragdiff.io`` writes single files only; this is its counterpart for whole folders (diffusers saves).
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}."))
@@ -585,10 +589,7 @@ def image_grid(images: Sequence[Image.Image], cols: int) -> Image.Image:
 
 def save_image(image: Image.Image, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.stem, suffix=path.suffix)
-    os.close(fd)
-    image.save(tmp)
-    os.replace(tmp, path)
+    io.atomic_save_image(image, path)
 
 
 @torch.no_grad()
@@ -624,9 +625,9 @@ def save_samples(
 
 
 def psnr(a: Tensor, b: Tensor) -> Tensor:
-    """Per-image PSNR in dB of images in [-1, 1] (peak-to-peak 2)."""
-    mse = ((a.float() - b.float()) ** 2).flatten(1).mean(1)
-    return 10 * torch.log10(4.0 / mse.clamp_min(1e-12))
+    """Per-image PSNR in dB of (B, C, H, W) images in [-1, 1]: the benchmark's PSNR of each in [0, 1]."""
+    pairs = zip((a.float() + 1) / 2, (b.float() + 1) / 2, strict=True)  # [-1, 1] -> [0, 1], peak 1
+    return torch.tensor([image_psnr(x[None], y[None]) for x, y in pairs])  # (B,)
 
 
 @torch.no_grad()
@@ -681,11 +682,7 @@ def evaluate_pipeline(
     grid = generate_grid(pipe, captions)
     save_image(grid, Path(out_dir) / "heldout_grid.png")
     metrics["heldout_captions"] = captions
-    out = Path(out_dir) / "eval.json"
-    fd, tmp = tempfile.mkstemp(dir=out.parent, suffix=".json")
-    with os.fdopen(fd, "w") as f:
-        json.dump(metrics, f, indent=2)
-    os.replace(tmp, out)
+    io.atomic_write_json(Path(out_dir) / "eval.json", metrics)
     return metrics
 
 

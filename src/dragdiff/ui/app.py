@@ -9,7 +9,8 @@ display size (small images are enlarged, large ones reduced) and ``display_to_im
 
 One model is loaded once and kept (``ModelHolder``), shared by every browser tab; engine work (LoRA, edit,
 generation) runs one call at a time under its lock. Identity-LoRA training starts in the background as soon as
-an image arrives (``LoraWarmer``), so the drag that follows finds the adapter in the editor's cache.
+an image arrives and again when the prompt or LoRA settings change (``LoraWarmer``), so the drag that follows
+finds the adapter in the editor's cache.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import threading
 import time
 import uuid
 import weakref
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -43,6 +44,7 @@ DISPLAY_MIN = 512  # the click view enlarges smaller images to about this long s
 DISPLAY_MAX = 1024  # ... and reduces larger ones to this long side
 UI_PREVIEW_EVERY = 10  # the UI asks for a preview every 10 iterations when the preset asks for none
 UPDATE_INTERVAL_S = 0.25  # at most ~4 progress updates a second reach the page
+WARM_UP_DELAY_S = 1.0  # the background LoRA restarts once the prompt/settings have been still this long
 DEFAULT_MAX_FILE_SIZE = "25mb"
 DEFAULT_PRESET = "dragdiffusion"
 
@@ -58,7 +60,8 @@ ADVANCED: tuple[tuple[str, str], ...] = (
     ("drag.r_p", "Tracking radius r_p"),
     ("drag.lam", "Mask weight λ"),
     ("runtime.preview_every", "Preview every N iterations (0 = none)"),
-    ("seed", "Seed"),
+    ("seed", "Edit seed (identity-LoRA draws)"),
+    ("generate.seed", "Generation seed"),
 )
 
 
@@ -289,18 +292,73 @@ class LoraJob:
 
 
 class LoraWarmer:
-    """Starts identity-LoRA training when an image arrives; one job per (model, image, prompt, LoRA)."""
+    """Identity-LoRA training in the background: one job per (model, image, prompt, LoRA settings, seed).
+
+    Each tab follows one job. A new image, prompt, model or LoRA setting switches the tab to the job for the
+    new key (``follow``; after ``delay`` seconds without another change, so typing a prompt starts one job,
+    not one per keystroke); a job no tab follows any more is cancelled. ``job_for`` hands an edit its tab's
+    job only when the keys match: an adapter for other inputs is of no use to that edit.
+    """
 
     def __init__(self, holder: ModelHolder):
         self._holder = holder
         self._jobs: dict[str, LoraJob] = {}
+        self._by_tab: dict[str, LoraJob] = {}
+        self._timers: dict[str, threading.Timer] = {}
+        self._generation: dict[str, int] = {}  # bumped by follow/job_for/forget: stale timers do nothing
         self._guard = threading.Lock()
 
     @staticmethod
     def job_key(model: str | None, image: Image.Image, prompt: str, config: EditConfig) -> str:
-        return f"{model}|{image_key(image)}|{prompt}|{config.lora}"
+        """What the adapter depends on: the model, the pixels, the prompt, the LoRA settings and the seed."""
+        return f"{model}|{image_key(image)}|{prompt}|{config.lora}|seed={config.seed}"
+
+    def follow(
+        self,
+        tab: str,
+        model: str | None,
+        image: Image.Image,
+        prompt: str,
+        config: EditConfig,
+        delay: float = 0.0,
+    ) -> None:
+        """Switch ``tab`` to the job for these inputs: now, or after ``delay`` s without another call."""
+        generation = self._next_generation(tab)
+        args = (tab, generation, model, image.copy(), prompt, config)
+        if delay <= 0:
+            self._switch(*args)
+            return
+        timer = threading.Timer(delay, self._switch, args=args)
+        timer.daemon = True
+        with self._guard:
+            self._timers[tab] = timer
+        timer.start()
+
+    def job_for(self, tab: str, key: str) -> LoraJob | None:
+        """The tab's job if it trains ``key``; a job for other inputs (and a pending switch) is dropped."""
+        self._next_generation(tab)
+        with self._guard:
+            job = self._by_tab.get(tab)
+            if job is None or job.key == key:
+                return job
+            del self._by_tab[tab]
+            stale = self._unfollowed(job)
+        if stale is not None:
+            stale.cancel.set()
+        return None
+
+    def forget(self, tab: str) -> None:
+        """The tab is gone (or cleared its image): drop its pending switch and cancel its job if unshared."""
+        self._next_generation(tab)
+        with self._guard:
+            job = self._by_tab.pop(tab, None)
+            stale = self._unfollowed(job)
+            self._generation.pop(tab, None)
+        if stale is not None:
+            stale.cancel.set()
 
     def start(self, model: str | None, image: Image.Image, prompt: str, config: EditConfig) -> LoraJob | None:
+        """Start (or find running) the job for these inputs; None when the settings train no LoRA."""
         if not config.lora.enabled or config.lora.steps == 0:
             return None
         key = self.job_key(model, image, prompt, config)
@@ -324,12 +382,58 @@ class LoraWarmer:
         """Cancel every job and wait (up to ``timeout`` seconds in all) for their threads to end."""
         with self._guard:
             jobs = list(self._jobs.values())
+            timers = list(self._timers.values())
+            self._timers.clear()
+        for timer in timers:
+            timer.cancel()
         deadline = time.monotonic() + timeout
         for job in jobs:
             job.cancel.set()
         for job in jobs:
             if job.thread is not None:
                 job.thread.join(max(0.0, deadline - time.monotonic()))
+
+    def _next_generation(self, tab: str) -> int:
+        with self._guard:
+            timer = self._timers.pop(tab, None)
+            generation = self._generation[tab] = self._generation.get(tab, 0) + 1
+        if timer is not None:
+            timer.cancel()
+        return generation
+
+    def _unfollowed(self, job: LoraJob | None) -> LoraJob | None:
+        """``job`` when no tab follows it any more (call with the guard held)."""
+        if job is None or any(j is job for j in self._by_tab.values()):
+            return None
+        return job
+
+    def _switch(
+        self,
+        tab: str,
+        generation: int,
+        model: str | None,
+        image: Image.Image,
+        prompt: str,
+        config: EditConfig,
+    ) -> None:
+        key = self.job_key(model, image, prompt, config)
+        with self._guard:
+            if self._generation.get(tab) != generation:
+                return  # a later change or an edit superseded this one
+            current = self._by_tab.get(tab)
+            if current is not None and current.key == key and not current.cancel.is_set():
+                return  # same inputs: keep the job
+        job = self.start(model, image, prompt, config)
+        with self._guard:
+            if self._generation.get(tab) != generation:  # superseded while starting: the new job is stale
+                stale = self._unfollowed(job)
+            else:
+                previous = self._by_tab.pop(tab, None)
+                if job is not None:
+                    self._by_tab[tab] = job
+                stale = self._unfollowed(previous) if previous is not job else None
+        if stale is not None:
+            stale.cancel.set()
 
     def _run(
         self, job: LoraJob, model: str | None, image: Image.Image, prompt: str, config: EditConfig
@@ -358,6 +462,61 @@ class LoraWarmer:
             job.error = str(exc) or type(exc).__name__
         finally:
             job.done.set()
+
+
+# --- live view: which progress events reach the page -------------------------------------------------------
+
+
+def live_updates(
+    events: Iterable[ProgressEvent],
+    interval: float = UPDATE_INTERVAL_S,
+    clock: Callable[[], float] = time.monotonic,
+) -> Iterator[tuple[ProgressEvent, Image.Image | None]]:
+    """The events to send to the page, each with the latest preview to draw it on (None before the first).
+
+    Every preview is sent: each one cost a VAE decode. Events in between go at most once per ``interval``
+    and are drawn over the last preview, so the live view never falls back to the source mid-drag.
+    """
+    last = -math.inf
+    shown: Image.Image | None = None
+    for event in events:
+        now = clock()
+        if event.preview is not None:
+            shown = event.preview
+        elif now - last < interval:
+            continue  # skipped, not queued
+        last = now
+        yield event, shown
+
+
+class DragPace:
+    """Seconds per drag iteration in each model's last edit: how often the next edit decodes a preview."""
+
+    def __init__(self) -> None:
+        self._seconds: dict[str | None, float] = {}
+
+    def preview_every(self, model: str | None, requested: int, iterations: int) -> int:
+        """At least ``requested`` iterations apart, no more previews than page updates, and at least one
+        preview in an edit of ``iterations`` drag iterations."""
+        seconds = self._seconds.get(model)
+        if requested <= 0 or not seconds:
+            return requested
+        paced = max(requested, math.ceil(UPDATE_INTERVAL_S / seconds))
+        return min(paced, max(requested, iterations))
+
+    def observe(
+        self, model: str | None, events: Iterable[ProgressEvent], clock: Callable[[], float] = time.monotonic
+    ) -> Iterator[ProgressEvent]:
+        """Pass ``events`` through, timing the drag iterations among them."""
+        first: tuple[int, float] | None = None
+        for event in events:
+            if event.phase == "drag":
+                now = clock()
+                if first is None:
+                    first = (event.step, now)
+                elif event.step > first[0]:
+                    self._seconds[model] = (now - first[1]) / (event.step - first[0])
+            yield event
 
 
 # --- per-tab state and outputs ------------------------------------------------------------------------------
@@ -463,8 +622,8 @@ def build_app(
     out_root = Path(output_dir).resolve()
     out_root.mkdir(parents=True, exist_ok=True)
     warmer = LoraWarmer(holder)
+    pace = DragPace()
     stops: dict[str, threading.Event] = {}
-    lora_by_tab: dict[str, LoraJob] = {}
 
     def tab(request: gr.Request | None) -> str:
         return getattr(request, "session_hash", None) or "default"
@@ -483,21 +642,27 @@ def build_app(
             return session, gr.skip(), render_points(image, points, mask), _points_text(points)
         # a new picture: forget the points, start its identity LoRA
         session = Session(image=image, key=key, mask=mask)
-        _warm_up(image, model, prompt, preset, panel, request)
+        _warm_up(session, model, prompt, preset, panel, request, delay=0.0, warn=True)
         return session, (), render_points(image, (), mask), _points_text(())
 
-    def _warm_up(image, model_text, prompt, preset_name, panel, request) -> None:
+    def on_settings(request: gr.Request, session: Session, model, prompt, preset, *panel):
+        """Prompt, model or settings changed: the background LoRA follows once they stay put for a moment."""
+        _warm_up(session, model, prompt, preset, panel, request, delay=WARM_UP_DELAY_S, warn=False)
+
+    def _warm_up(session: Session, model_text, prompt, preset_name, panel, request, delay, warn) -> None:
+        if session.image is None or session.generated is not None:  # generated-image mode trains no LoRA
+            return
         try:
             config = config_from_panel(preset_name, panel)
         except ValueError as exc:
-            gr.Warning(f"identity LoRA not started: {exc}")
+            if warn:  # while a number is being typed, a half-typed value is no news; Run reports it
+                gr.Warning(f"identity LoRA not started: {exc}")
             return
-        previous = lora_by_tab.pop(tab(request), None)
-        job = warmer.start(_model_arg(model_text), image, prompt or "", config)
-        if previous is not None and previous is not job:
-            previous.cancel.set()
-        if job is not None:
-            lora_by_tab[tab(request)] = job
+        warmer.follow(tab(request), _model_arg(model_text), session.image, prompt or "", config, delay=delay)
+
+    def on_clear(request: gr.Request):
+        warmer.forget(tab(request))
+        return Session(), (), None, _points_text(())
 
     def on_click(session: Session, points, evt: gr.SelectData):
         if session.image is None or evt.index is None:
@@ -540,9 +705,7 @@ def build_app(
 
     def on_tab_closed(request: gr.Request):
         """A closed tab's background LoRA and running edit are of no use to anyone: end them."""
-        job = lora_by_tab.pop(tab(request), None)
-        if job is not None:
-            job.cancel.set()
+        warmer.forget(tab(request))
         stop = stops.pop(tab(request), None)
         if stop is not None:
             stop.set()
@@ -563,10 +726,14 @@ def build_app(
         source = session.image
         instruction = make_instruction(points, mask_from_editor(value, source.size), prompt, source.size)
         config = config_from_panel(preset_name, panel)
-        editor_ = holder.get(_model_arg(model_text))
+        model = _model_arg(model_text)
+        editor_ = holder.get(model)
         stop = stops[tab(request)] = threading.Event()
-        # 2. A real image: let its background LoRA finish first, showing its progress.
-        job = lora_by_tab.get(tab(request)) if session.generated is None else None
+        # 2. A real image: let its background LoRA finish first, showing its progress, if it is this edit's
+        #    adapter (same model, image, prompt, LoRA settings and seed); one for other inputs is cancelled.
+        job = None
+        if session.generated is None:
+            job = warmer.job_for(tab(request), warmer.job_key(model, source, prompt, config))
         while job is not None and not job.done.wait(UPDATE_INTERVAL_S) and not stop.is_set():
             if job.latest is not None:
                 yield _status(job.latest, "identity LoRA (background) · "), gr.skip(), *skip3
@@ -577,14 +744,13 @@ def build_app(
                 return
             yield "**waiting** for another edit on this model to finish…", gr.skip(), *skip3
         try:
+            every = pace.preview_every(model, config.runtime.preview_every, config.drag.max_iterations)
+            config = config.override(**{"runtime.preview_every": every})
             image_arg = session.generated if session.generated is not None else source
             run = editor_.iter_edit(image_arg, instruction, config=config, stop=stop)
-            last = 0.0
-            for event in run:
-                now = time.monotonic()
-                if now - last >= UPDATE_INTERVAL_S:  # previews in between are skipped, not queued
-                    last = now
-                    yield _status(event), render_progress(source, instruction, event), *skip3
+            for event, preview in live_updates(pace.observe(model, run)):
+                shown = replace(event, preview=preview)
+                yield _status(event), render_progress(source, instruction, shown), *skip3
             result = run.result
         finally:
             holder.lock.release()
@@ -658,7 +824,10 @@ def build_app(
                 status = gr.Markdown("", elem_id="dd-status")
         with gr.Row():
             prompt = gr.Textbox(
-                label="Prompt", placeholder="describe the image (optional for a drag)", scale=3
+                label="Prompt",
+                placeholder="describe the image (optional for a drag)",
+                scale=3,
+                elem_id="dd-prompt",
             )
             model_box = gr.Textbox(
                 label="Model",
@@ -708,7 +877,15 @@ def build_app(
             editor_in.change,
         ):  # a new picture comes by upload; strokes by change
             listen(on_editor_change, editor_inputs, canvas, trigger_mode="always_last", **light)
-        editor_in.clear(lambda: (Session(), (), None, _points_text(())), None, canvas, **light)
+        editor_in.clear(on_clear, None, canvas, **light)
+        gr.on(  # the background LoRA follows the prompt, model and settings (debounced in LoraWarmer)
+            [model_box.change, prompt.change, preset_box.change, *(n.change for n in panel)],
+            on_settings,
+            [session, *settings],
+            None,
+            trigger_mode="always_last",
+            **light,
+        )
         points_view.select(on_click, [session, points], canvas[1:], **light)
         undo_btn.click(lambda s, p: on_points(s, p, "undo"), [session, points], canvas[1:], **light)
         clear_btn.click(lambda s, p: on_points(s, p, "clear"), [session, points], canvas[1:], **light)
