@@ -12,15 +12,16 @@ from __future__ import annotations
 import argparse
 import logging
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
-import torch
-from PIL import Image
 from tqdm import tqdm
 
 from dragdiff.io import IMAGE_FORMATS, atomic_save_image, atomic_write_bytes
 from dragdiff.types import InputError
+
+if TYPE_CHECKING:  # torch, numpy and PIL load only when a subcommand runs: `dragdiff --help` stays fast
+    import torch
+    from PIL import Image
 
 log = logging.getLogger(__name__)
 
@@ -104,12 +105,17 @@ def _check(args: argparse.Namespace) -> None:
 
 def _to_pil(images: torch.Tensor) -> list[Image.Image]:
     """(B, 3, S, S) in [-1, 1] -> PIL images."""
+    from PIL import Image
+
     arr = ((images.clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1).cpu().numpy()  # (B, S, S, 3)
     return [Image.fromarray(a) for a in arr]
 
 
 def _grid(images: torch.Tensor, rows: int) -> Image.Image:
     """(rows·rows, 3, S, S) in [-1, 1] -> one rows×rows grid image."""
+    import numpy as np
+    from PIL import Image
+
     s = images.shape[-1]
     arr = ((images.clamp(-1, 1) + 1) * 127.5).round().byte().cpu().numpy()  # (B, 3, S, S)
     arr = arr.reshape(rows, rows, 3, s, s).transpose(0, 3, 1, 4, 2).reshape(rows * s, rows * s, 3)
@@ -117,6 +123,8 @@ def _grid(images: torch.Tensor, rows: int) -> Image.Image:
 
 
 def make_data(args: argparse.Namespace) -> int:
+    import torch
+
     from dragdiff.model.data import TrainingData
     from dragdiff.model.emoji import EmojiPack, build_emoji_pack, pack_summary
 
