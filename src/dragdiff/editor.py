@@ -13,10 +13,14 @@ Generated-image mode (``edit(GeneratedImage, …)``) skips steps 2–3 and keeps
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
+import json
 import logging
 import os
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Generator, Iterator
 from contextlib import nullcontext
 from dataclasses import dataclass
@@ -57,11 +61,13 @@ from dragdiff.diffusion.lora import (
     LoraCache,
     LoraState,
     adapter_fits,
+    deltas_fit,
     lora_adapter,
     lora_cache_key,
+    merged_lora,
     train_lora,
 )
-from dragdiff.diffusion.unet import Conditioning, combine_features, unet_eps
+from dragdiff.diffusion.unet import Conditioning, channels_last, combine_features, unet_eps, unet_features
 from dragdiff.io import package_versions
 from dragdiff.ops import (
     ddim_transfer,
@@ -118,6 +124,7 @@ class _Prepared:
     mask: Tensor | None  # (1, 1, h, w) at latent size, 1 = may change
     cond: Conditioning
     generated: GeneratedImage | None
+    prompt: str  # the instruction's prompt (real mode: the LoRA and inversion depend on it)
 
 
 class DragEditor:
@@ -153,6 +160,10 @@ class DragEditor:
         self.native = native_size(pipe)
         self.multiple = size_multiple(pipe)
         self.lora_cache = LoraCache(lora_cache_dir)
+        # fast path: z_t (+ its timestep and denoising schedule) by everything inversion depends on, so a
+        # repeat drag on the same image skips inversion as it skips LoRA training (in memory, LRU)
+        self._inverted: OrderedDict[str, tuple[Tensor, int, list[int]]] = OrderedDict()
+        self._inverted_capacity = 8
         self.load_seconds = time.perf_counter() - start
         self._busy = threading.Lock()
 
@@ -286,7 +297,8 @@ class DragEditor:
         config: EditConfig,
         stop: threading.Event,
     ) -> Generator[ProgressEvent, None, DragResult]:
-        with self._busy:
+        fast, unet = config.runtime.fast, self.pipe.unet
+        with self._busy, channels_last(unet, fast and self.device.type == "cuda"):
             clock = _Clock(self.device)
             prep = self._prepare(image, instruction, config)  # 1
             clock.lap("prepare")
@@ -294,7 +306,11 @@ class DragEditor:
             if prep.work_image is not None and config.lora.enabled and config.lora.steps > 0:
                 lora = yield from self._identity_lora(prep.work_image, instruction.prompt, config)  # 2
             clock.lap("lora")
-            adapter = lora_adapter(self.pipe.unet, config.lora, lora) if lora is not None else nullcontext()
+            adapter: Any = nullcontext()
+            if lora is not None:  # fast: merged into the weights; faithful: peft's side branch
+                adapter = (
+                    merged_lora(unet, config.lora, lora) if fast else lora_adapter(unet, config.lora, lora)
+                )
             with adapter:
                 z_t, t, steps = yield from self._start_latent(prep, config)  # 3
                 clock.lap("inversion")
@@ -357,18 +373,18 @@ class DragEditor:
             mask=mask,
             cond=cond,
             generated=gen,
+            prompt=instruction.prompt,
         )
 
     # 2. identity LoRA
     def _identity_lora(
         self, work_image: Image.Image, prompt: str, config: EditConfig
     ) -> Generator[ProgressEvent, None, LoraState]:
-        amp = self._amp(config)
-        key = lora_cache_key(
-            work_image, prompt, self._weights_id, config.lora, seed=config.seed, precision=str(amp)
-        )
+        fast = config.runtime.fast
+        key = self._lora_key(work_image, prompt, config)
         cached = self.lora_cache.get(key)
-        if cached is not None and adapter_fits(self.pipe.unet, config.lora, cached):
+        fits = deltas_fit if fast else adapter_fits
+        if cached is not None and fits(self.pipe.unet, config.lora, cached):
             yield ProgressEvent(
                 phase="lora", step=config.lora.steps, total=config.lora.steps, message="cached"
             )
@@ -376,9 +392,18 @@ class DragEditor:
         if cached is not None:  # a cached adapter that does not fit this UNet: a miss, trained again
             self.lora_cache.discard(key)
         side = max(work_image.width, work_image.height)  # crops of the native size (the long side)
-        state = yield from train_lora(self.pipe, work_image, prompt, config.lora, side, amp, seed=config.seed)
+        state = yield from train_lora(
+            self.pipe, work_image, prompt, config.lora, side, self._amp(config), config.seed, fast
+        )
         self.lora_cache.put(key, state, config.lora)
         return state
+
+    def _lora_key(self, work_image: Image.Image, prompt: str, config: EditConfig) -> str:
+        """The LoRA cache key; fast-path adapters (crops encoded once) are kept apart from faithful ones."""
+        precision = str(self._amp(config)) + ("+shared-crops" if config.runtime.fast else "")
+        return lora_cache_key(
+            work_image, prompt, self._weights_id, config.lora, seed=config.seed, precision=precision
+        )
 
     # 3. inversion (real image) or the stored latent (generated image)
     def _start_latent(
@@ -395,6 +420,14 @@ class DragEditor:
             return gen.latents[index : index + 1].to(self.device), steps[0], steps
         inv, amp = config.inversion, self._amp(config)
         assert prep.work_image is not None
+        key = self._inversion_key(prep, config) if config.runtime.fast else None
+        if key is not None and key in self._inverted:  # a repeat drag on the same image
+            self._inverted.move_to_end(key)
+            latents, t, steps = self._inverted[key]
+            yield ProgressEvent(
+                phase="inversion", step=inv.inverted_steps, total=inv.inverted_steps, message="cached"
+            )
+            return latents.clone(), t, list(steps)
         z0 = encode_image(self.pipe, image_to_tensor(prep.work_image))  # (1, 4, h, w) posterior mean × sf
 
         def eps_fn(z: Tensor, t: int) -> Tensor:
@@ -406,8 +439,26 @@ class DragEditor:
                 step = next(run)
             except StopIteration as done:
                 result, _ = done.value
-                return result.latents, result.timestep, list(result.denoise_timesteps)
+                out = result.latents, result.timestep, list(result.denoise_timesteps)
+                if key is not None:
+                    self._inverted[key] = (out[0].clone(), out[1], list(out[2]))
+                    while len(self._inverted) > self._inverted_capacity:
+                        self._inverted.popitem(last=False)
+                return out
             yield ProgressEvent(phase="inversion", step=step, total=inv.inverted_steps)
+
+    def _inversion_key(self, prep: _Prepared, config: EditConfig) -> str:
+        """Everything z_t depends on: the image at work size, prompt, model weights, LoRA (its cache key, or
+        none), autocast dtype, inversion settings and guidance."""
+        assert prep.work_image is not None
+        lora = config.lora.enabled and config.lora.steps > 0
+        meta = {
+            "lora": self._lora_key(prep.work_image, prep.prompt, config) if lora else None,
+            "image": lora_cache_key(prep.work_image, prep.prompt, self._weights_id, config.lora),
+            "amp": str(self._amp(config)),
+            "inversion": dataclasses.asdict(config.inversion),
+        }
+        return hashlib.sha256(json.dumps(meta, sort_keys=True).encode()).hexdigest()
 
     # 4. latent optimisation
     def _optimise(
@@ -418,41 +469,50 @@ class DragEditor:
         Notation: ẑ_t the optimised latent (``z``), F the features on the grid, h_i/g_i handles/targets,
         f_i = F⁰ at the original handles (``reference``), x⁰_{t-1} the DDIM step from the un-optimised z_t.
         """
-        drag, sched = config.drag, self.pipe.scheduler
+        drag, sched, every = config.drag, self.pipe.scheduler, config.runtime.preview_every
         a_t, a_prev = alpha_at(sched, t).item(), alpha_at(sched, previous_timestep(sched, t)).item()
         pred_type = sched.config.prediction_type
+        masked = prep.mask is not None  # ε is needed only for the mask term (and previews)
         with torch.no_grad():
-            f0, eps0 = self._features(z_t, t, prep, config)  # F⁰ (1, C, H'', W''), ε (1, 4, h, w)
+            f0, eps0 = self._features(z_t, t, prep, config, need_eps=masked)  # F⁰ (1, C, H'', W''), ε
         reference = features_at(f0, prep.handles)  # (N, C) f_i
-        x_prev_ref = ddim_transfer(z_t, eps0, a_t, a_prev, pred_type) if prep.mask is not None else None
+        x_prev_ref = ddim_transfer(z_t, eps0, a_t, a_prev, pred_type) if eps0 is not None and masked else None
         z = z_t.detach().float().clone().requires_grad_(True)  # ẑ_t, the fp32 leaf
         optimiser = torch.optim.Adam([z], lr=drag.lr)
+        reader = _HostReader(self.device, overlap=config.runtime.fast)
         handles, frames, stopped, converged, iterations = prep.handles, [], False, False, 0
         for it in range(drag.max_iterations):
             if stop.is_set():
                 stopped = True
                 break
-            feats, eps = self._features(z, t, prep, config)
+            preview_due = bool(every) and (it + 1) % every == 0
+            feats, eps = self._features(z, t, prep, config, need_eps=masked or preview_due)
             if it > 0:
                 handles = track_points(feats, reference, handles, drag.r_p)  # Eq. 4
             done = reached(handles, prep.targets, drag.stop_distance)  # (N,) bool
             loss = motion_loss(feats, handles, prep.targets, drag.r_m, active=~done)  # Eq. 3
-            if prep.mask is not None and x_prev_ref is not None:
+            if x_prev_ref is not None and eps is not None and prep.mask is not None:
                 x_prev = ddim_transfer(z, eps, a_t, a_prev, pred_type)
                 loss = loss + mask_term(x_prev, x_prev_ref, prep.mask, drag.lam)
-            # the one host transfer of the iteration: [all done, loss, handles (row, col)...]
-            host = torch.cat([done.all().float().view(1), loss.detach().float().view(1), handles.flatten()])
-            host = host.cpu()
+            # the one host read of the iteration: [all done, loss, handles (row, col)...]; the fast path
+            # queues the backward before waiting for it (unused if the stop rule fires: ẑ_t is not updated)
+            reader.start(
+                torch.cat([done.all().float().view(1), loss.detach().float().view(1), handles.flatten()])
+            )
+            optimiser.zero_grad(set_to_none=True)
+            if reader.overlap:
+                loss.backward()
+            host = reader.wait()
             if host[0] > 0:  # stop rule, checked before the update (SPEC §4)
                 converged = True
                 break
-            optimiser.zero_grad(set_to_none=True)
-            loss.backward()
+            if not reader.overlap:
+                loss.backward()
             optimiser.step()
             iterations = it + 1
             points = self._grid_to_points(host[2:].view(-1, 2), prep)
             preview = None
-            if config.runtime.preview_every and iterations % config.runtime.preview_every == 0:
+            if preview_due and eps is not None:
                 preview = self._preview(z.detach(), eps.detach(), a_t, pred_type, prep)
                 frames.append((preview, points))
             yield ProgressEvent(
@@ -473,11 +533,23 @@ class DragEditor:
             previews=frames,
         )
 
-    def _features(self, z: Tensor, t: int, prep: _Prepared, config: EditConfig) -> tuple[Tensor, Tensor]:
-        """One UNet forward: (features on the supervision grid (1, C, H'', W''), ε (1, 4, h, w))."""
-        with capture_up_block(self.pipe.unet, config.drag.feature_up_block) as capture:
-            eps = unet_eps(self.pipe.unet, z, t, prep.cond, self._amp(config))
-        feats = combine_features(capture.pop().float(), prep.cond)  # (1, C, h, w); 2C with guidance
+    def _features(
+        self, z: Tensor, t: int, prep: _Prepared, config: EditConfig, need_eps: bool = True
+    ) -> tuple[Tensor, Tensor | None]:
+        """One UNet forward: (features on the supervision grid (1, C, H'', W''), ε (1, 4, h, w) or None).
+
+        The fast path stops the forward after the feature block when ε is not needed (None is returned);
+        the features and their gradients are the same as the full forward's.
+        """
+        unet, index, amp = self.pipe.unet, config.drag.feature_up_block, self._amp(config)
+        eps: Tensor | None = None
+        if need_eps or not config.runtime.fast:
+            with capture_up_block(unet, index) as capture:
+                eps = unet_eps(unet, z, t, prep.cond, amp)
+            raw = capture.pop()
+        else:
+            raw = unet_features(unet, z, t, prep.cond, index, amp)
+        feats = combine_features(raw.float(), prep.cond)  # (1, C, h, w); 2C with guidance
         return F.interpolate(feats, size=prep.grid_hw, mode="bilinear", align_corners=False), eps
 
     def _preview(self, z: Tensor, eps: Tensor, a_t: float, pred_type: str, prep: _Prepared) -> Image.Image:
@@ -610,6 +682,36 @@ class _Drag:
     stopped: bool
     converged: bool
     previews: list[tuple[Image.Image, tuple[Point, ...]]]  # (x̂_0 preview, tracked handles) pairs
+
+
+class _HostReader:
+    """The optimisation's one device->host read per iteration.
+
+    Blocking (``overlap=False``, the faithful path) reads at ``start``. Overlapped (the fast path, on CUDA)
+    starts an asynchronous copy into pinned memory and records an event, so the host can queue the backward
+    before ``wait`` blocks on the copy alone rather than on everything queued so far.
+    """
+
+    def __init__(self, device: torch.device, overlap: bool) -> None:
+        self.overlap = overlap and device.type == "cuda"
+        self._host: Tensor | None = None
+        self._event: Any = None
+
+    def start(self, values: Tensor) -> None:
+        if not self.overlap:
+            self._host = values.cpu()
+            return
+        if self._host is None or self._host.shape != values.shape:
+            self._host = torch.empty(values.shape, dtype=values.dtype, pin_memory=True)
+        self._host.copy_(values, non_blocking=True)
+        self._event = torch.cuda.Event()
+        self._event.record()
+
+    def wait(self) -> Tensor:
+        assert self._host is not None
+        if self._event is not None:
+            self._event.synchronize()
+        return self._host.clone() if self.overlap else self._host
 
 
 class _Clock:

@@ -47,3 +47,37 @@ def capture_up_block(unet: Any, index: int) -> Iterator[FeatureCapture]:
         yield capture
     finally:
         handle.remove()
+
+
+class _FeaturesReady(Exception):  # noqa: N818  (a control-flow signal, not an error)
+    """Raised by the early-exit hook to end the UNet forward right after the feature block."""
+
+    def __init__(self, features: Tensor) -> None:
+        super().__init__()
+        self.features = features
+
+
+def _stop_here(module: nn.Module, inputs: Any, output: Any) -> None:
+    raise _FeaturesReady(output[0] if isinstance(output, tuple) else output)
+
+
+def up_block_output(unet: Any, index: int, *args: Any, **kwargs: Any) -> Tensor:
+    """``unet.up_blocks[index]``'s output for ``unet(*args, **kwargs)``, skipping everything after that block.
+
+    Diffusers' UNet has no early exit, so a forward hook on the block raises once the block has run: the
+    forward is diffusers' own (no copy), the autograd graph up to the features is intact (gradients reach
+    the input latent and any adapters), and the later up blocks, the output norm and ``conv_out`` never run.
+    """
+    blocks = unet.up_blocks
+    if not 0 <= index < len(blocks):
+        raise ValueError(
+            f"drag.feature_up_block must be in [0, {len(blocks) - 1}] for this UNet, got {index}"
+        )
+    handle = blocks[index].register_forward_hook(_stop_here)
+    try:
+        unet(*args, **kwargs)
+    except _FeaturesReady as ready:
+        return ready.features
+    finally:
+        handle.remove()
+    raise RuntimeError(f"the UNet forward never reached up_blocks[{index}]")

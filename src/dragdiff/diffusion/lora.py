@@ -153,6 +153,69 @@ def adapter_state(unet: Any) -> LoraState:
     return {k: v.detach().float().cpu().clone() for k, v in state.items()}
 
 
+def lora_deltas(unet: Any, cfg: LoraConfig, state: LoraState) -> dict[str, Tensor]:
+    """ΔW = s·B·A (fp32, on the UNet's device) per adapted Linear, s = α/r; a ValueError if ``state`` does not
+    fit ``unet`` as an adapter of ``cfg`` (a key without its layer, a missing layer, a shape mismatch).
+
+    Adapted layers are the ones peft targets: every Linear whose name is, or ends in ``.`` + a target module.
+    """
+    scale = cfg.scale_alpha / cfg.rank
+    layers = {
+        name: m
+        for name, m in unet.named_modules()
+        if isinstance(m, torch.nn.Linear)
+        and any(name == t or name.endswith("." + t) for t in cfg.target_modules)
+    }
+    want = {f"{name}.lora_{ab}.weight" for name in layers for ab in ("A", "B")}
+    if set(state) != want:
+        unexpected, missing = sorted(set(state) - want), sorted(want - set(state))
+        raise ValueError(
+            f"LoRA weights do not fit this UNet: unexpected {unexpected[:3]}, missing {missing[:3]}"
+        )
+    deltas: dict[str, Tensor] = {}
+    for name, layer in layers.items():
+        a, b = state[f"{name}.lora_A.weight"], state[f"{name}.lora_B.weight"]  # (r, in), (out, r)
+        if a.shape != (cfg.rank, layer.in_features) or b.shape != (layer.out_features, cfg.rank):
+            raise ValueError(
+                f"LoRA weights do not fit this UNet: {name} is {layer.out_features}x{layer.in_features}, "
+                f"the adapter has A {tuple(a.shape)}, B {tuple(b.shape)}"
+            )
+        device = layer.weight.device
+        deltas[name] = scale * (b.to(device, torch.float32) @ a.to(device, torch.float32))  # (out, in)
+    return deltas
+
+
+def deltas_fit(unet: Any, cfg: LoraConfig, state: LoraState) -> bool:
+    """Whether ``state`` merges into ``unet`` as an adapter of ``cfg`` (``adapter_fits`` without peft)."""
+    try:
+        lora_deltas(unet, cfg, state)
+        return True
+    except ValueError as exc:
+        logger.warning("%s", exc)
+        return False
+
+
+@contextmanager
+def merged_lora(unet: Any, cfg: LoraConfig, state: LoraState) -> Iterator[None]:
+    """The trained adapter merged into the weights (W ← W + s·B·A) for the ``with`` block (fast path).
+
+    Computes what ``lora_adapter`` does (W x + s·B(A x)) without peft's side branch: one matmul per adapted
+    layer instead of three plus casts, the difference being floating-point rounding (the sum is rounded to
+    the weights' dtype). The original weight tensors are put back on exit, bit for bit.
+    """
+    deltas = lora_deltas(unet, cfg, state)
+    saved: dict[str, Tensor] = {}
+    try:
+        for name, delta in deltas.items():
+            weight = unet.get_submodule(name).weight
+            saved[name] = weight.data
+            weight.data = (weight.data.float() + delta).to(weight.dtype)
+        yield
+    finally:
+        for name, data in saved.items():
+            unet.get_submodule(name).weight.data = data
+
+
 # --- training --------------------------------------------------------------------------------------------
 
 
@@ -164,13 +227,70 @@ def resize_short_side(pixels: Tensor, side: int) -> Tensor:
     return F.interpolate(pixels, size=size, mode="bilinear", align_corners=False, antialias=True)
 
 
-def random_crops(big: Tensor, side: int, count: int, generator: torch.Generator) -> Tensor:
-    """``count`` independent random side x side crops of (1, 3, H, W) -> (count, 3, side, side)."""
+def crop_offsets(big: Tensor, side: int, count: int, generator: torch.Generator) -> list[tuple[int, int]]:
+    """``count`` independent random (top, left) corners of side x side crops of (1, 3, H, W)."""
     _, _, h, w = big.shape
     tops = torch.randint(0, h - side + 1, (count,), generator=generator).tolist()
     lefts = torch.randint(0, w - side + 1, (count,), generator=generator).tolist()
-    crops = [big[:, :, t : t + side, s : s + side] for t, s in zip(tops, lefts, strict=True)]
-    return torch.cat(crops)  # (B, 3, S, S)
+    return list(zip(tops, lefts, strict=True))
+
+
+def _crops(big: Tensor, side: int, offsets: list[tuple[int, int]]) -> Tensor:
+    return torch.cat([big[:, :, t : t + side, s : s + side] for t, s in offsets])  # (B, 3, S, S)
+
+
+class _CropEncoder:
+    """VAE posteriors of crops; with ``share``, each distinct crop is encoded once per training run.
+
+    A square image at the native size has a single crop, so the faithful recipe encodes the same picture
+    4 x 80 times; sharing keeps every random draw (the posterior sample still draws its noise) and changes
+    only the batch numerics of the encoder.
+    """
+
+    def __init__(self, vae: Any, pixels: Tensor, side: int, share: bool) -> None:
+        self.vae, self.pixels, self.side, self.share = vae, pixels, side, share
+        self._moments: dict[tuple[int, int], Tensor] = {}  # (top, left) -> (1, 2·4, h, w) mean ‖ logvar
+
+    def posterior(self, offsets: list[tuple[int, int]]) -> Any:
+        vae = self.vae
+        if not self.share:
+            batch = _crops(self.pixels, self.side, offsets).to(device=vae.device, dtype=vae.dtype)
+            return vae.encode(batch).latent_dist
+        from diffusers.models.autoencoders.vae import DiagonalGaussianDistribution
+
+        new = list(dict.fromkeys(o for o in offsets if o not in self._moments))
+        if new:
+            batch = _crops(self.pixels, self.side, new).to(device=vae.device, dtype=vae.dtype)
+            moments = vae.encode(batch).latent_dist.parameters  # (len(new), 8, h, w)
+            self._moments.update({o: m[None] for o, m in zip(new, moments, strict=True)})
+        return DiagonalGaussianDistribution(torch.cat([self._moments[o] for o in offsets]))
+
+
+def _draw_all(
+    cfg: LoraConfig,
+    pixels: Tensor,
+    side: int,
+    latent_shape: tuple[int, ...],
+    vae_dtype: torch.dtype,
+    t_max: int,
+    gen: torch.Generator,
+) -> tuple[list[list[tuple[int, int]]], Tensor, Tensor, Tensor]:
+    """Every random draw of the training run, in the order a step-by-step loop makes them: per step the crop
+    corners, the posterior sample's noise (in the VAE's dtype, as diffusers draws it), the diffusion noise ε
+    and t. Drawn up front so the device gets three copies in all instead of three blocking copies a step.
+
+    Returns (corners per step, (S, B, 4, h, w) posterior noise, (S, B, 4, h, w) ε, (S, B) t), on the CPU.
+    """
+    corners, post, noise, ts = [], [], [], []
+    for _ in range(cfg.steps):
+        corners.append(crop_offsets(pixels, side, cfg.batch_size, gen))
+        post.append(torch.randn(latent_shape, generator=gen, dtype=vae_dtype))
+        noise.append(torch.randn(latent_shape, generator=gen))
+        ts.append(torch.randint(0, t_max, (cfg.batch_size,), generator=gen))
+    if not corners:
+        empty = torch.empty((0, *latent_shape))
+        return corners, empty.to(vae_dtype), empty, torch.empty((0, cfg.batch_size), dtype=torch.long)
+    return corners, torch.stack(post), torch.stack(noise), torch.stack(ts)
 
 
 def train_lora(
@@ -181,17 +301,20 @@ def train_lora(
     side: int,
     autocast_dtype: torch.dtype | None = None,
     seed: int = 0,
+    share_encoding: bool = False,
 ) -> Generator[ProgressEvent, None, LoraState]:
     """Fit the identity LoRA to ``image`` (PIL, work size); yields one event per step, returns the weights.
 
     ``side`` is the crop size of the augmentations (the model's native size); ``seed`` (``EditConfig.seed``)
-    seeds every random draw. The adapter is removed again before this returns; install the returned weights
-    with ``lora_adapter(unet, cfg, state)``.
+    seeds every random draw. ``share_encoding`` VAE-encodes each distinct crop once (the fast path). The
+    adapter is removed again before this returns; install the returned weights with
+    ``lora_adapter(unet, cfg, state)`` or ``merged_lora(unet, cfg, state)``.
     """
     unet, vae, scheduler = pipe.unet, pipe.vae, pipe.scheduler
     device = unet.device
     gen = torch.Generator().manual_seed(seed)  # CPU generator: same draws on every device
     pixels = resize_short_side(image_to_tensor(image), side)  # (1, 3, H', W') in [-1, 1]
+    encoder = _CropEncoder(vae, pixels, side, share_encoding)
     cond = encode_prompt(pipe, prompt).expand(cfg.batch_size, -1, -1)  # (B, L, D)
     t_max = scheduler.config.num_train_timesteps
     unet.requires_grad_(False)
@@ -200,12 +323,17 @@ def train_lora(
         for p in params:
             p.requires_grad_(True)
         opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+        lat = side // pipe.vae_scale_factor
+        latent_shape = (cfg.batch_size, vae.config.latent_channels, lat, lat)  # (B, 4, h, w)
+        draws = _draw_all(cfg, pixels, side, latent_shape, vae.dtype, t_max, gen)
+        posterior_noise, noises, timesteps = (x.to(device) for x in draws[1:])  # one copy each
+        pending: Tensor | None = None  # the previous step's loss, read once the next step is queued
         for step in range(cfg.steps):
-            batch = random_crops(pixels, side, cfg.batch_size, gen).to(device=device, dtype=vae.dtype)
             with torch.no_grad():
-                z0 = vae.encode(batch).latent_dist.sample(generator=gen).float() * vae.config.scaling_factor
-            noise = torch.randn(z0.shape, generator=gen).to(device)  # (B, 4, h, w)
-            t = torch.randint(0, t_max, (cfg.batch_size,), generator=gen).to(device)  # t ~ U{0..T-1}
+                posterior = encoder.posterior(draws[0][step])
+                z0 = (posterior.mean + posterior.std * posterior_noise[step]).float()  # posterior sample
+                z0 = z0 * vae.config.scaling_factor  # (B, 4, h, w)
+            noise, t = noises[step], timesteps[step]  # (B, 4, h, w), (B,) t ~ U{0..T-1}
             noisy = scheduler.add_noise(z0, noise, t)
             target = (
                 noise
@@ -218,7 +346,11 @@ def train_lora(
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-            yield ProgressEvent(phase="lora", step=step + 1, total=cfg.steps, loss=float(loss.detach()))
+            if pending is not None:
+                yield ProgressEvent(phase="lora", step=step, total=cfg.steps, loss=float(pending))
+            pending = loss.detach()
+        if pending is not None:
+            yield ProgressEvent(phase="lora", step=cfg.steps, total=cfg.steps, loss=float(pending))
         state = adapter_state(unet)
     unet.requires_grad_(False)
     return state

@@ -7,12 +7,15 @@ control then sees pairs in the order [uncond_src, uncond_edit, cond_src, cond_ed
 
 from __future__ import annotations
 
-from contextlib import nullcontext
+from collections.abc import Iterator
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import Tensor
+
+from dragdiff.diffusion.features import up_block_output
 
 
 @dataclass(frozen=True)
@@ -41,16 +44,35 @@ def unet_eps(unet: Any, z: Tensor, t: int, cond: Conditioning, amp: torch.dtype 
 
     ``amp`` runs the UNet under autocast in that dtype (e.g. fp16 on CUDA); None casts z to the UNet's dtype.
     """
-    b = z.shape[0]
-    x = torch.cat([z, z]) if cond.cfg else z  # (B or 2B, 4, h, w)
-    ctx = torch.autocast(z.device.type, dtype=amp) if amp is not None else nullcontext()
+    x, ctx = _unet_input(unet, z, cond, amp)  # (B or 2B, 4, h, w)
     with ctx:
-        out = unet(x if amp is not None else x.to(unet.dtype), t, cond.embeddings(b).to(x.device)).sample
+        out = unet(x, t, cond.embeddings(z.shape[0]).to(x.device)).sample
     out = out.float()
     if not cond.cfg:
         return out
     eps_u, eps_c = out.chunk(2)  # (B, 4, h, w) each
     return eps_u + cond.guidance * (eps_c - eps_u)
+
+
+def unet_features(
+    unet: Any, z: Tensor, t: int, cond: Conditioning, index: int, amp: torch.dtype | None = None
+) -> Tensor:
+    """``unet.up_blocks[index]``'s output (B or 2B, C, h, w) from a forward that stops there (no ε).
+
+    The same tensor a hook on that block sees in ``unet_eps``'s forward (the batch doubled with guidance);
+    pass it to ``combine_features``.
+    """
+    x, ctx = _unet_input(unet, z, cond, amp)
+    with ctx:
+        return up_block_output(unet, index, x, t, cond.embeddings(z.shape[0]).to(x.device))
+
+
+def _unet_input(unet: Any, z: Tensor, cond: Conditioning, amp: torch.dtype | None) -> tuple[Tensor, Any]:
+    """The UNet's input batch ([z; z] with guidance) and the autocast context of the call."""
+    x = torch.cat([z, z]) if cond.cfg else z  # (B or 2B, 4, h, w)
+    if amp is None:
+        return x.to(unet.dtype), nullcontext()
+    return x, torch.autocast(z.device.type, dtype=amp)
 
 
 def combine_features(features: Tensor, cond: Conditioning) -> Tensor:
@@ -61,3 +83,17 @@ def combine_features(features: Tensor, cond: Conditioning) -> Tensor:
     w = g / (2 * g - 1)
     f_u, f_c = features.chunk(2)  # (B, C, h, w) each
     return torch.cat([(1 - w) * f_u, w * f_c], dim=1)  # (B, 2C, h, w)
+
+
+@contextmanager
+def channels_last(unet: Any, enabled: bool = True) -> Iterator[None]:
+    """The UNet's convolution weights in channels-last layout for the ``with`` block (cuDNN's fast layout on
+    CUDA; the same maths up to the convolution algorithm chosen), back to contiguous on exit."""
+    if not enabled:
+        yield
+        return
+    unet.to(memory_format=torch.channels_last)
+    try:
+        yield
+    finally:
+        unet.to(memory_format=torch.contiguous_format)
