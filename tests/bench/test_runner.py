@@ -59,6 +59,7 @@ def test_results_folder_describes_itself(single, tiny_pipeline_dir):
     assert [r["key"] for r in records] == ["move/000-near-free", "move_multi/001-near-free"]
     for r in records:
         assert r["status"] == "ok" and (single / "images" / f"{r['key']}.png").is_file()
+        assert r["rank"] == 0 and r["device"] == "cpu"  # which process and device ran it
         m = r["metrics"]
         assert 0 < m["if"] <= 1 and len(m["md_pairs"]) == r["pairs"] and m["handle_error"] >= 0
     summary = json.loads((single / "summary.json").read_text())
@@ -107,6 +108,23 @@ def test_torchrun_two_processes_match_one(single, bench, tiny_pipeline_dir, tmp_
     assert sharded["samples"] == reference["samples"]
     for name, row in _metrics(reference).items():
         assert _metrics(sharded)[name] == pytest.approx(row, rel=1e-5, abs=1e-6), name
+
+
+def test_a_rank_without_samples_loads_no_model_and_only_waits(bench, tmp_path, monkeypatch):
+    import dragdiff.bench.runner as runner
+    import dragdiff.editor
+    from dragdiff.config import EditConfig
+
+    barriers = []
+    monkeypatch.setattr(runner, "_distributed", lambda device: (2, 3, device, False))  # rank 2 of 3
+    monkeypatch.setattr(runner, "_barrier", lambda world: barriers.append(world))
+
+    def no_model(*args, **kwargs):
+        raise AssertionError("a rank without samples must not load the model")
+
+    monkeypatch.setattr(dragdiff.editor, "DragEditor", no_model)
+    assert runner.run_benchmark(bench, tmp_path / "out", EditConfig()) is None  # 2 samples, 3 ranks
+    assert barriers == [3, 3]  # it still meets the others at both barriers
 
 
 def test_plain_dragbench_folder_and_a_bad_sample(bench, tiny_pipeline_dir, tmp_path):

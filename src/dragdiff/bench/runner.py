@@ -11,8 +11,8 @@ The results folder describes itself and can be resumed::
 
 A sample whose JSON exists is skipped, so an interrupted run continues where it stopped; the JSON is written
 atomically after the image, so a sample is never half-recorded. Launched by ``torchrun``, the samples are
-split over the ranks (one GPU per rank on CUDA, gloo on CPU); each rank writes its own samples and rank 0
-writes the summary after a barrier.
+split over the ranks (sorted order, rank r takes samples r, r + world, ...; one GPU per rank on CUDA, the
+ranks synchronise over gloo); each rank writes its own samples and rank 0 writes the summary after a barrier.
 """
 
 from __future__ import annotations
@@ -56,22 +56,32 @@ _RESUME_KEYS = ("config", "model", "dift_model")  # a rerun must match these to 
 # --- distributed set-up ---------------------------------------------------------------------------------
 
 
-def _distributed(device: str | None) -> tuple[int, int, str | None]:
-    """(rank, world size, device) — joins the torchrun group when launched by torchrun."""
+def _distributed(device: str | None) -> tuple[int, int, str | None, bool]:
+    """(rank, world size, device, whether this call created the process group) under ``torchrun``.
+
+    The group only synchronises the ranks (two barriers, no tensors), so it uses gloo over TCP on CUDA too:
+    an NCCL barrier would leave a spinning kernel on the GPU of a rank that finished first (reading as busy
+    in ``nvidia-smi`` while it waits) and would have to guess each rank's device. On CUDA each rank still
+    runs on its own GPU, ``cuda:LOCAL_RANK``, which is also made the current device.
+    """
     import torch.distributed as dist
 
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world <= 1:
-        return 0, 1, device
-    if not dist.is_initialized():
-        use_cuda = torch.cuda.is_available() and (device is None or device.startswith("cuda"))
-        if use_cuda:
-            local = int(os.environ.get("LOCAL_RANK", "0"))
-            torch.cuda.set_device(local)
-            device = f"cuda:{local}"
-        # long runs: a rank may wait hours at the final barrier for the slowest one
-        dist.init_process_group("nccl" if use_cuda else "gloo", timeout=timedelta(hours=24))
-    return dist.get_rank(), dist.get_world_size(), device
+        return 0, 1, device, False
+    if torch.cuda.is_available() and (device is None or device.startswith("cuda")):
+        local, visible = int(os.environ.get("LOCAL_RANK", "0")), torch.cuda.device_count()
+        if local >= visible:
+            raise InputError(
+                f"local rank {local} has no GPU of its own ({visible} visible): start at most {visible} "
+                "processes per machine (torchrun --nproc_per_node)"
+            )
+        torch.cuda.set_device(local)
+        device = f"cuda:{local}"
+    created = not dist.is_initialized()
+    if created:  # long runs: a rank may wait hours at the final barrier for the slowest one
+        dist.init_process_group("gloo", timeout=timedelta(hours=24))
+    return dist.get_rank(), dist.get_world_size(), device, created
 
 
 def _barrier(world: int) -> None:
@@ -79,6 +89,14 @@ def _barrier(world: int) -> None:
         import torch.distributed as dist
 
         dist.barrier()
+
+
+def _leave_group(created: bool) -> None:
+    """Destroy the process group this run created (an undestroyed group warns, or hangs, at exit)."""
+    if created:
+        import torch.distributed as dist
+
+        dist.destroy_process_group()
 
 
 # --- the results folder -------------------------------------------------------------------------------
@@ -175,7 +193,8 @@ def _run_sample(
     editor: Any, scorer: _Scorer, ref: SampleRef, config: EditConfig, results: Path, rank: int
 ) -> None:
     """Edit, score and record one sample; input problems (and CUDA OOM) are recorded as errors."""
-    record: dict[str, Any] = {"key": ref.key, "category": ref.category, "name": ref.name, "rank": rank}
+    record: dict[str, Any] = {"key": ref.key, "category": ref.category, "name": ref.name}
+    record.update(rank=rank, device=str(editor.device))  # which process and GPU ran it
     try:
         sample = load_sample(ref)
         start = time.perf_counter()
@@ -236,29 +255,37 @@ def run_benchmark(
         raise InputError(f"limit must be >= 1, got {limit}")
     refs = list_samples(bench_dir)[:limit]
     results = Path(results_dir)
-    rank, world, device = _distributed(device)
-    editor = DragEditor(
-        model,
-        vae=vae,
-        device=device,
-        dtype=dtype,
-        lora_cache_dir=lora_cache_dir or results / "lora-cache",
-        model_config=model_config,
-    )
-    if rank == 0:
-        results.mkdir(parents=True, exist_ok=True)
-        _start_run(results, _describe(bench_dir, config, editor, dift_model, limit, world, description))
-    _barrier(world)
-    todo = [r for r in refs[rank::world] if not _is_done(sample_json(results, r))]
-    log.info("rank %d/%d: %d of %d samples to run", rank, world, len(todo), len(refs[rank::world]))
-    if todo:
-        for folder in {sample_json(results, r).parent for r in todo}:
-            folder.mkdir(parents=True, exist_ok=True)
-        scorer = _Scorer(editor.device, dift_model, dtype, dift_model_config)
-        for ref in _progress(todo, progress and rank == 0, world):
-            _run_sample(editor, scorer, ref, config, results, rank)
-    _barrier(world)
-    return summarize(results, refs) if rank == 0 else None
+    rank, world, device, created = _distributed(device)
+    try:
+        mine = refs[rank::world]  # rank 0 always has one; a rank left without samples loads no model
+        editor: DragEditor | None = None
+        if mine:
+            editor = DragEditor(
+                model,
+                vae=vae,
+                device=device,
+                dtype=dtype,
+                lora_cache_dir=lora_cache_dir or results / "lora-cache",
+                model_config=model_config,
+            )
+        if rank == 0:
+            assert editor is not None
+            results.mkdir(parents=True, exist_ok=True)
+            _start_run(results, _describe(bench_dir, config, editor, dift_model, limit, world, description))
+        _barrier(world)
+        todo = [r for r in mine if not _is_done(sample_json(results, r))]
+        log.info("rank %d/%d: %d of %d samples to run", rank, world, len(todo), len(mine))
+        if todo:
+            assert editor is not None
+            for folder in {sample_json(results, r).parent for r in todo}:
+                folder.mkdir(parents=True, exist_ok=True)
+            scorer = _Scorer(editor.device, dift_model, dtype, dift_model_config)
+            for ref in _progress(todo, progress and rank == 0, world):
+                _run_sample(editor, scorer, ref, config, results, rank)
+        _barrier(world)
+        return summarize(results, refs) if rank == 0 else None
+    finally:
+        _leave_group(created)
 
 
 def _progress(items: list[SampleRef], show: bool, world: int) -> Iterable[SampleRef]:
