@@ -18,7 +18,8 @@
 # Writes to $OUT: multi_gpu.log, multi_gpu.json (all numbers), multi_gpu.md (the table), multi_gpu.tar.gz
 # (per-sample records, summaries, run.json, stage logs and GPU samples; no images, no LoRAs).
 #
-# Expected on 2 H100s (≈ 38 s a faithful edit, ≈ 20 s of it without the LoRA; ≈ 20 s start-up a run):
+# Expected on 2 H100s, from the faithful path's timings (≈ 38 s an edit, ≈ 20 s of it without the LoRA;
+# ≈ 20 s start-up a run) — upper bounds now that the preset runs the fast path of issue #6:
 # set-up ≈ 40 s, gt-1gpu ≈ 180 s, gt-2gpu ≈ 100 s, db-1gpu ≈ 110 s, db-2gpu ≈ 65 s: ≈ 500 s for all of it.
 # Within the default 420 s both ground-truth runs finish and the DragBench-format ones are cut or skipped;
 # BUDGET_S=540 runs everything; SUITES=gt runs the ground-truth suite only.
