@@ -1,4 +1,4 @@
-"""The fast path alone, in about 90 s on an H100: first edit, warm edit, repeat drag (device call 7, session 2).
+"""The fast path alone, about 90 s on an H100: first edit, warm edit, repeat drag (device call 7, session 2).
 
     python benchmarks/speed_quick.py            # prints one line per edit: seconds, phase timings, peak GiB
 
