@@ -2,14 +2,17 @@
 
     python benchmarks/multi_gpu.py model DIR [--tiny] [--device cuda] [--dtype fp16]
     python benchmarks/multi_gpu.py dragbench-copy GT_DIR OUT_DIR
-    python benchmarks/multi_gpu.py report WORK_DIR --json OUT.json --md OUT.md
+    python benchmarks/multi_gpu.py report WORK_DIR --json OUT.json --md OUT.md [--stages-dir DIR]
 
 ``model`` saves the SD-1.5-architecture random-weight pipeline of ``edit_sd15.py`` (fixed seed) as a diffusers
 folder, so every benchmark process loads the same weights. ``dragbench-copy`` copies a ground-truth suite
 without its targets, so the runner scores it as DragBench (IF, MD). ``report`` reads ``WORK_DIR/stages.jsonl``
 (one line per stage, written by the shell script), the results folders and the ``nvidia-smi`` samples, and
 writes wall times, speed-ups, per-GPU utilisation and memory, and the check that the N-GPU run's merged
-per-sample records equal the 1-GPU run's (see ``TOLERANCES``).
+per-sample records equal the 1-GPU run's (see ``TOLERANCES``). A stage with ``"repeat_of"`` reruns another
+stage's configuration unchanged: its per-sample differences from that stage are the measured run-to-run noise,
+reported next to the 1-vs-N differences. ``--stages-dir`` also writes one JSON per stage (its summary and
+per-sample records), so a run cut later still leaves every finished stage.
 """
 
 from __future__ import annotations
@@ -172,7 +175,7 @@ def compare_runs(single: Path, multi: Path, bench: Path, world: int) -> dict[str
     }
     by_key = {r["key"]: r for r in one}
     max_diff: dict[str, float] = {}
-    failures, identical, samples = [], 0, {}
+    failures, identical, samples, diffs = [], 0, {}, {}
     for r in many:
         ref = by_key.get(r["key"])
         if ref is None:
@@ -180,18 +183,22 @@ def compare_runs(single: Path, multi: Path, bench: Path, world: int) -> dict[str
         a, b = _comparable(r), _comparable(ref)
         identical += a == b
         samples[r["key"]] = {"device_1gpu": ref.get("device"), "device_ngpu": r.get("device")}
+        diffs[r["key"]] = {}
         for name in sorted(set(a) | set(b)):
             if name not in a or name not in b:
                 failures.append(f"{r['key']}: {name} only in one run")
                 continue
             ok, diff = _within(a[name], b[name], TOLERANCES.get(name, DEFAULT_TOL))
             max_diff[name] = max(max_diff.get(name, 0.0), diff)
+            diffs[r["key"]][name] = diff
             if not ok:
                 failures.append(f"{r['key']}: {name} {b[name]} (1 GPU) vs {a[name]} ({world} GPUs)")
     checks.update(
         metrics_within_tolerance=not failures and bool(many),
         bitwise_identical_samples=identical,
+        compared_samples=len(diffs),
         max_abs_diff=max_diff,
+        sample_abs_diff=diffs,
         failures=failures,
         samples=samples,
     )
@@ -229,13 +236,17 @@ def build_report(work: Path) -> dict[str, Any]:
     lines = (work / "stages.jsonl").read_text().splitlines() if (work / "stages.jsonl").is_file() else []
     stages = [_guarded(stage_summary, json.loads(line)) for line in lines if line.strip()]
     meta = json.loads((work / "meta.json").read_text()) if (work / "meta.json").is_file() else {}
-    runs = {(s["suite"], s["nproc"]): s for s in stages if "suite" in s}
+    runs = {(s["suite"], s["nproc"]): s for s in stages if "suite" in s and not s.get("repeat_of")}
+    repeats = {s["repeat_of"]: s for s in stages if s.get("repeat_of") and "results" in s}
     suites: dict[str, Any] = {}
     for suite in sorted({s for s, _ in runs}):
         one = runs.get((suite, 1))
         many = [s for (name, n), s in runs.items() if name == suite and n > 1]
         if one is not None and many:
             suites[suite] = _guarded(compare_configurations, one, many[0])
+        if one is not None and one["name"] in repeats:
+            noise = _guarded(noise_floor, one, repeats[one["name"]])
+            suites.setdefault(suite, {})["noise"] = noise
     return {
         "meta": meta,
         "tolerances": {**TOLERANCES, "other": DEFAULT_TOL},
@@ -260,6 +271,34 @@ def compare_configurations(one: dict[str, Any], multi: dict[str, Any]) -> dict[s
             compare_runs, Path(one["results"]), Path(multi["results"]), Path(one["bench"]), multi["nproc"]
         )
     return row
+
+
+def noise_floor(one: dict[str, Any], repeat: dict[str, Any]) -> dict[str, Any]:
+    """The same configuration run twice: its per-sample differences are the measured run-to-run noise."""
+    check = compare_runs(Path(one["results"]), Path(repeat["results"]), Path(one["bench"]), 1)
+    keep = ("compared_samples", "bitwise_identical_samples", "max_abs_diff", "sample_abs_diff", "failures")
+    return {"stage": repeat["name"], "repeat_of": one["name"], **{k: check[k] for k in keep}}
+
+
+def write_stage_files(report: dict[str, Any], folder: Path) -> None:
+    """One JSON per stage: its summary line and, for a bench run, its per-sample records."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for stage in report["stages"]:
+        name = stage.get("name") or "unreadable"
+        data = dict(stage)
+        if "results" in stage and Path(stage["results"]).is_dir():
+            data["records"] = read_records(Path(stage["results"]))
+            run_json = Path(stage["results"]) / "run.json"
+            if run_json.is_file():
+                data["deterministic"] = json.loads(run_json.read_text()).get("deterministic")
+        _write(folder / f"{name}.json", json.dumps(data, indent=2, default=str) + "\n")
+
+
+def _write(path: Path, text: str) -> None:
+    """Replace ``path`` atomically: the report is rewritten after every stage and may be cut at any time."""
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    tmp.replace(path)
 
 
 def _num(value: Any, fmt: str = "{:.1f}") -> str:
@@ -297,15 +336,43 @@ def _equivalence_lines(suite: str, row: dict[str, Any]) -> list[str]:
     problem = row.get("report_error") or (eq or {}).get("report_error")
     if eq is None or problem:
         return [f"- {suite}: no equivalence check ({problem or 'a results folder is missing'})"]
-    verdict = "EQUIVALENT" if eq["equivalent"] else "NOT EQUIVALENT"
+    verdict = "yes" if eq["equivalent"] else "NO"
     checks = ", ".join(f"{k} {eq[k]}" for k in _CHECKS)
     diffs = ", ".join(f"{k} {v:.3g}" for k, v in sorted(eq["max_abs_diff"].items())) or "-"
     same = f"{eq['bitwise_identical_samples']}/{eq['expected_samples']}"
     return [
-        f"- {suite}: {verdict} ({checks}; ranks {eq['ranks_used']}; bit-identical samples {same}); "
-        f"max |diff|: {diffs}",
+        f"- **{suite}: 1 GPU vs {row['nproc']} GPUs equivalent at the stated tolerance: {verdict}** "
+        f"({checks}; ranks {eq['ranks_used']}; bit-identical samples {same}); max |diff|: {diffs}",
         *[f"  - {f}" for f in eq["failures"][:12]],
     ]
+
+
+def _noise_lines(suite: str, row: dict[str, Any]) -> list[str]:
+    """The noise floor (same-configuration repeat) next to the 1-vs-N differences, metric by metric."""
+    noise = row.get("noise")
+    if noise is None:
+        return [f"- {suite}: no noise floor (no same-configuration repeat ran)"]
+    if "report_error" in noise:
+        return [f"- {suite}: no noise floor ({noise['report_error']})"]
+    same = f"{noise['bitwise_identical_samples']}/{noise['compared_samples']}"
+    lines = [
+        f"- **{suite}: noise floor** ({noise['stage']} vs {noise['repeat_of']}: the same configuration, GPU "
+        f"and LoRAs; {noise['compared_samples']} samples, bit-identical {same}; within the tolerance: "
+        f"{'yes' if not noise['failures'] else 'NO'})",
+        "",
+        "| metric | tolerance (abs, rel) | max abs diff 1 vs N GPUs | max abs diff repeat (noise floor) "
+        "| 1-vs-N within the noise floor |",
+        "|---|---|---:|---:|---|",
+    ]
+    multi = (row.get("equivalence") or {}).get("max_abs_diff", {})
+    for name in sorted((set(noise["max_abs_diff"]) | set(multi)) - {"status", "pairs"}):
+        a, b = multi.get(name), noise["max_abs_diff"].get(name)
+        within = "-" if a is None or b is None else ("yes" if a <= b else "no")
+        tol = TOLERANCES.get(name, DEFAULT_TOL)
+        lines.append(
+            f"| {name} | {tol[0]:g}, {tol[1]:g} | {_num(a, '{:.3g}')} | {_num(b, '{:.3g}')} | {within} |"
+        )
+    return lines + [""]
 
 
 def markdown(report: dict[str, Any]) -> str:
@@ -317,8 +384,13 @@ def markdown(report: dict[str, Any]) -> str:
         *[_stage_row(s, report) for s in report["stages"]],
         "",
     ]
+    det = report["meta"].get("deterministic")
+    out.append(f"deterministic mode (`bench run --deterministic`): {'on' if det else 'off'}")
+    out.append("")
     for suite, row in report["suites"].items():
-        out += _equivalence_lines(suite, row)
+        if "nproc" in row or "report_error" in row:
+            out += _equivalence_lines(suite, row)
+        out += _noise_lines(suite, row)
     return "\n".join(out) + "\n"
 
 
@@ -339,6 +411,7 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("work", type=Path)
     r.add_argument("--json", type=Path, required=True)
     r.add_argument("--md", type=Path, default=None)
+    r.add_argument("--stages-dir", type=Path, default=None, help="also write one JSON per stage here")
     args = parser.parse_args(argv)
     if args.command == "model":
         make_model(args.out, args.tiny, args.device, args.dtype)
@@ -346,11 +419,13 @@ def main(argv: list[str] | None = None) -> int:
         dragbench_copy(args.gt_dir, args.out)
     else:
         report = build_report(args.work)
-        args.json.write_text(json.dumps(report, indent=2, default=str) + "\n")
+        _write(args.json, json.dumps(report, indent=2, default=str) + "\n")
+        if args.stages_dir is not None:
+            _guarded(write_stage_files, report, args.stages_dir)
         table = _guarded(markdown, report)
         table = table if isinstance(table, str) else f"no table: {table['report_error']}\n"
         if args.md is not None:
-            args.md.write_text(table)
+            _write(args.md, table)
         print(table, end="")
     return 0
 

@@ -13,16 +13,26 @@
 #   gt-Ngpu     bench run, ground-truth suite, N processes (own results folder, own LoRA cache)
 #   db-1gpu     bench run, DragBench copy + MD (--dift-model = the same pipeline), reusing gt-1gpu's LoRAs
 #   db-Ngpu     the same with N processes, reusing gt-Ngpu's LoRAs
-# Every run is `torchrun --standalone --nproc_per_node K -m dragdiff.cli bench run ...`; nvidia-smi samples
-# every GPU's utilisation and memory each 500 ms during each run.
-# Writes to $OUT: multi_gpu.log, multi_gpu.json (all numbers), multi_gpu.md (the table), multi_gpu.tar.gz
-# (per-sample records, summaries, run.json, stage logs and GPU samples; no images, no LoRAs).
+#   gt-1gpu-repeat  (REPEAT=1, the default; only with budget left after the four above) gt-1gpu again,
+#               unchanged, in its own results folder, reusing gt-1gpu's LoRAs: its per-sample differences from
+#               gt-1gpu are the measured run-to-run noise, reported next to the 1-vs-N differences. It
+#               measures the noise of the edit (inversion, optimisation, denoising), not of LoRA training,
+#               which the 1-vs-N comparison also includes.
+# Every run is `torchrun --standalone --nproc_per_node K -m dragdiff.cli bench run ...`, with
+# `--deterministic` unless DETERMINISTIC=0 (cuBLAS workspace, deterministic algorithms in warn-only mode, cuDNN
+# deterministic and not autotuned, SDPA on its MATH backend; see dragdiff.bench.runner.deterministic_mode);
+# nvidia-smi samples every GPU's utilisation and memory each 500 ms during each run.
+# Writes to $OUT: multi_gpu.log, multi_gpu.json (all numbers), multi_gpu.md (the table and the verdicts),
+# stages/<stage>.json (each stage's summary and per-sample records), all three rewritten as each stage
+# finishes (so a run cut later still reports what finished), and at the end multi_gpu.tar.gz (per-sample
+# records, summaries, run.json, stage logs and GPU samples; no images, no LoRAs).
 #
 # Expected on 2 H100s, from the faithful path's timings (≈ 38 s an edit, ≈ 20 s of it without the LoRA;
 # ≈ 20 s start-up a run) — upper bounds now that the preset runs the fast path of issue #6:
 # set-up ≈ 40 s, gt-1gpu ≈ 180 s, gt-2gpu ≈ 100 s, db-1gpu ≈ 110 s, db-2gpu ≈ 65 s: ≈ 500 s for all of it.
 # Within the default 420 s both ground-truth runs finish and the DragBench-format ones are cut or skipped;
-# BUDGET_S=540 runs everything; SUITES=gt runs the ground-truth suite only.
+# BUDGET_S=540 runs everything; SUITES=gt runs the ground-truth suite only (then the repeat follows gt-Ngpu).
+# Deterministic mode is slower (SDPA's MATH backend, no cuDNN autotuning): unmeasured; allow more time.
 #
 # SIZE: the editor works at the model's native 512 px whatever the suite's size, so the edit costs the same
 # at 256 px; only the ground-truth scoring grows with it (template matching on the CPU, 16x the work at 512
@@ -40,6 +50,10 @@ BUDGET_S=${BUDGET_S:-420}  # everything this script does, report included
 REPORT_RESERVE_S=25        # kept back from the runs for the report and the archive
 SEED=${SEED:-0}
 SUITES=${SUITES:-gt db}  # "gt" alone skips the DragBench-format runs
+DETERMINISTIC=${DETERMINISTIC:-1}  # 1: every bench run with --deterministic
+REPEAT=${REPEAT:-1}  # 1: the gt-1gpu-repeat noise-floor stage, if the budget allows
+DET_FLAG=()
+[ "$DETERMINISTIC" = 1 ] && DET_FLAG=(--deterministic)
 if [ "$DEVICE" = cpu ]; then
   NPROC=${NPROC:-2}
   DTYPE=${DTYPE:-fp32}
@@ -141,30 +155,46 @@ smi_stop() {
   SMI_PID=""
 }
 
-# bench_stage SUITE NPROC BENCH_DIR LORA_CACHE [extra bench-run args]
+# report [quiet]: (re)write multi_gpu.json, multi_gpu.md and stages/*.json in $OUT from what is done so far
+report() {
+  if [ "${1:-}" = quiet ]; then
+    timeout 60 "$PY" benchmarks/multi_gpu.py report "$WORK" --json "$OUT/multi_gpu.json" \
+      --md "$OUT/multi_gpu.md" --stages-dir "$OUT/stages" >>"$WORK/logs/report.log" 2>&1
+  else
+    timeout 60 "$PY" benchmarks/multi_gpu.py report "$WORK" --json "$OUT/multi_gpu.json" \
+      --md "$OUT/multi_gpu.md" --stages-dir "$OUT/stages" 2>&1 | tee -a "$LOG"
+  fi
+}
+
+# [REPEAT_OF=STAGE] bench_stage SUITE NPROC BENCH_DIR LORA_CACHE [extra bench-run args]
+# REPEAT_OF names the stage whose configuration this one repeats (the stage is then STAGE-repeat)
 bench_stage() {
-  local suite=$1 n=$2 bench=$3 cache=$4
+  local suite=$1 n=$2 bench=$3 cache=$4 repeat_of=${REPEAT_OF:-}
   shift 4
   local name=$suite-${n}gpu
+  [ -n "$repeat_of" ] && name=$repeat_of-repeat
   local results=$WORK/results/$name smi=$WORK/logs/$name.smi.csv
   smi_start "$smi"
   if timed "$name" 600 "$PY" -m torch.distributed.run --standalone --nproc_per_node "$n" -m dragdiff.cli \
     bench run "$bench" -o "$results" --model "$MODEL" --device "$DEVICE" --dtype "$DTYPE" \
-    --lora-cache "$cache" ${SETS[@]+"${SETS[@]}"} "$@"; then
+    --lora-cache "$cache" ${SETS[@]+"${SETS[@]}"} ${DET_FLAG[@]+"${DET_FLAG[@]}"} "$@"; then
     skipped=false
   else
     skipped=true
   fi
   smi_stop
+  local extra=()
+  [ -n "$repeat_of" ] && extra=("\"repeat_of\": \"$repeat_of\"")
   stage_line "$name" "$RC" "$WALL" "$LIMIT" "$skipped" "\"suite\": \"$suite\"" "\"nproc\": $n" \
-    "\"bench\": \"$bench\"" "\"results\": \"$results\"" "\"smi\": \"$smi\"" "\"lora_cache\": \"$cache\""
+    "\"bench\": \"$bench\"" "\"results\": \"$results\"" "\"smi\": \"$smi\"" "\"lora_cache\": \"$cache\"" \
+    "\"deterministic\": $([ "$DETERMINISTIC" = 1 ] && echo true || echo false)" ${extra[@]+"${extra[@]}"}
+  [ "$skipped" = false ] && report quiet  # $OUT holds every finished stage, whatever happens next
 }
 
 finish() {
   smi_stop
   say "report"
-  timeout 60 "$PY" benchmarks/multi_gpu.py report "$WORK" --json "$OUT/multi_gpu.json" --md "$OUT/multi_gpu.md" \
-    2>&1 | tee -a "$LOG"
+  report
   (cd "$WORK" && timeout 60 tar czf "$OUT/multi_gpu.tar.gz" --exclude='*.png' --exclude='lora-cache' \
     --exclude='*.safetensors' stages.jsonl meta.json logs results 2>>"$LOG")
   say "done in $(($(date +%s) - SCRIPT_START))s; outputs in $OUT: $(cd "$OUT" && ls | tr '\n' ' ')"
@@ -174,16 +204,17 @@ trap 'exit 143' TERM  # a signal still writes the report
 trap 'exit 130' INT
 
 say "host ${HOSTNAME:-?}, device $DEVICE x $NPROC, tiny $TINY, $COUNT samples at ${SIZE}px, dtype $DTYPE," \
-  "budget ${BUDGET_S}s, work $WORK"
+  "deterministic $DETERMINISTIC, repeat $REPEAT, budget ${BUDGET_S}s, work $WORK"
 command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L 2>&1 | tee -a "$LOG" "$WORK/logs/gpus.txt"
 timeout 60 "$PY" - "$WORK/meta.json" <<EOF 2>&1 | tee -a "$LOG"
 import json, os, sys
 import torch
 meta = {"device": "$DEVICE", "nproc": $NPROC, "tiny": $TINY == 1, "count": $COUNT, "size": $SIZE,
         "seed": $SEED, "dtype": "$DTYPE", "budget_s": $BUDGET_S, "overrides": "${SETS[*]-}",
+        "deterministic": $DETERMINISTIC == 1, "repeat": $REPEAT == 1,
         "torch": torch.__version__, "cuda_devices": [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())],
         "env": {k: os.environ.get(k) for k in ("NCCL_NVLS_ENABLE", "TORCH_SYMM_MEM_DISABLE_MULTICAST",
-                "NVSHMEM_DISABLE_NVLS", "GLOO_SOCKET_IFNAME", "OMP_NUM_THREADS")}}
+                "NVSHMEM_DISABLE_NVLS", "GLOO_SOCKET_IFNAME", "OMP_NUM_THREADS", "CUBLAS_WORKSPACE_CONFIG")}}
 try:
     from dragdiff.bench.lpips import lpips_weights_path
     meta["lpips_weights"] = str(lpips_weights_path())
@@ -216,4 +247,8 @@ bench_stage gt "$NPROC" "$GT" "$WORK/lora-${NPROC}gpu"
 if [[ " $SUITES " == *" db "* ]]; then
   bench_stage db 1 "$DB" "$WORK/lora-1gpu" --dift-model "$MODEL"
   bench_stage db "$NPROC" "$DB" "$WORK/lora-${NPROC}gpu" --dift-model "$MODEL"
+fi
+# the noise floor last: the same configuration as gt-1gpu again, only with what the budget has left
+if [ "$REPEAT" = 1 ]; then
+  REPEAT_OF=gt-1gpu bench_stage gt 1 "$GT" "$WORK/lora-1gpu"
 fi

@@ -16,6 +16,13 @@ images (LPIPS when its weights are installed, PSNR always).
 
     python benchmarks/speed.py --out speed.json                        # GPU (fp16 weights)
     python benchmarks/speed.py --tiny --device cpu --out s.json         # smoke test
+    python benchmarks/speed.py --only fast,repeat --out s.json          # some rows (names as above)
+
+``--out`` is rewritten atomically after every row with the rows done so far and ``"complete": false``, so a
+run cut by a timeout still leaves its numbers; the last write has ``"complete": true``. ``repeat`` and
+``no-mask`` need ``fast`` first (it fills the LoRA and inversion caches), so ``--only`` adds it; without
+``first``, one short untimed edit warms the process up. ``--deterministic`` runs everything under
+``dragdiff.bench.runner.deterministic_mode()`` (cuDNN autotuning off, SDPA on its MATH backend, ...).
 """
 
 from __future__ import annotations
@@ -37,6 +44,7 @@ from PIL import Image
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from edit_sd15 import build_pipeline, sync, test_picture  # noqa: E402
 
+from dragdiff.bench.runner import deterministic_mode  # noqa: E402
 from dragdiff.config import EditConfig, parse_override, preset  # noqa: E402
 from dragdiff.editor import DragEditor  # noqa: E402
 from dragdiff.io import atomic_write_json, package_versions  # noqa: E402
@@ -147,6 +155,38 @@ def configs(overrides: list[str]) -> dict[str, EditConfig]:
     }
 
 
+ROWS = {  # --only name: (row label, config, which instruction)
+    "first": ("first (fast, cold process)", "first", "ins"),
+    "faithful": ("faithful (warm)", "faithful", "ins"),
+    "fast": ("fast (warm)", "fast", "ins"),
+    "repeat": ("fast repeat drag (LoRA + z_t cached)", "fast", "other"),
+    "no-mask": ("fast repeat drag, no mask (truncated UNet)", "fast", "unmasked"),
+    "fast-recipe": ("preset fast (LoRA batch 1, auto precision)", "fast-recipe", "ins"),
+}
+NEEDS = {"repeat": "fast", "no-mask": "fast"}  # a repeat drag is timed after the edit that fills the caches
+
+
+def selected(only: str | None) -> list[str]:
+    """The row names to run, in the table's order: all of them, or ``--only`` plus what those need."""
+    if not only:
+        return list(ROWS)
+    names = {n.strip() for n in only.split(",") if n.strip()}
+    unknown = sorted(names - set(ROWS))
+    if unknown or not names:
+        raise SystemExit(f"--only: unknown row(s) {', '.join(unknown)}; choose from {', '.join(ROWS)}")
+    names |= {NEEDS[n] for n in names if n in NEEDS}
+    return [n for n in ROWS if n in names]
+
+
+def write(path: str | None, report: dict[str, Any], rows: dict[str, dict[str, Any]], complete: bool) -> None:
+    """Write the report with the rows done so far (atomically: a cut run leaves the last whole file)."""
+    if path is None:
+        return
+    done = {name: {k: v for k, v in row.items() if k != "_image"} for name, row in rows.items()}
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(path, {**report, "runs": done, "table_md": table(done), "complete": complete})
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -157,48 +197,56 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--set", action="append", default=[], dest="overrides", metavar="SECTION.FIELD=VALUE")
     parser.add_argument("--compile", action="store_true", help="torch.compile the UNet (slow to start)")
     parser.add_argument("--no-cudnn-benchmark", action="store_true", help="keep cuDNN autotuning off")
-    parser.add_argument("--out", default=None, help="write the results as JSON here")
+    parser.add_argument("--only", default=None, metavar="NAME[,NAME]", help=f"rows: {', '.join(ROWS)}")
+    parser.add_argument("--deterministic", action="store_true", help="PyTorch's deterministic settings")
+    parser.add_argument("--out", default=None, help="write the results as JSON here (after every row)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
+    names = selected(args.only)
 
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     dtypes = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
     dtype = dtypes[args.dtype] if args.dtype else (torch.float16 if device.type == "cuda" else torch.float32)
     torch.backends.cudnn.benchmark = device.type == "cuda" and not args.no_cudnn_benchmark  # both paths
+    with deterministic_mode(args.deterministic) as determinism:  # turns cuDNN autotuning off when on
+        rows, report = run_rows(args, names, device, dtype, determinism)
+    if "faithful (warm)" in rows and "fast (warm)" in rows:
+        report["fast_vs_faithful"] = compare(rows["faithful (warm)"], rows["fast (warm)"])
+    write(args.out, report, rows, complete=True)
+    print(f"\n{report['device_name']} | {report['image_size']}px | weights {report['weights_dtype']} "
+          f"| load {report['load_s']:.1f} s")  # fmt: skip
+    print(table(rows))
+    if "fast_vs_faithful" in report:
+        equivalence = report["fast_vs_faithful"]
+        print("fast vs faithful:", {k: v for k, v in equivalence.items() if k != "lpips_missing"})
+    if args.out:
+        print(f"wrote {args.out}")
+    return 0
+
+
+def run_rows(
+    args: argparse.Namespace,
+    names: list[str],
+    device: torch.device,
+    dtype: torch.dtype,
+    determinism: dict[str, Any],
+) -> tuple[dict[str, dict[str, Any]], dict[str, Any]]:
+    """Build the pipeline, time the selected rows in order, rewrite ``--out`` after each."""
     cfgs = configs(args.overrides)
     size = 64 if args.tiny else 512
     image, ins = test_picture(size)
     s = size / 512
     other_pairs = [((180 * s, 256 * s), (180 * s, 340 * s))]  # the same disc, dragged down instead
-    other = DragInstruction.from_pairs(other_pairs, mask=ins.mask, prompt=ins.prompt)
-    unmasked = DragInstruction.from_pairs(other_pairs, mask=None, prompt=ins.prompt)
-
+    instructions = {
+        "ins": ins,
+        "other": DragInstruction.from_pairs(other_pairs, mask=ins.mask, prompt=ins.prompt),
+        "unmasked": DragInstruction.from_pairs(other_pairs, mask=None, prompt=ins.prompt),
+    }
     start = time.perf_counter()
     pipe = build_pipeline(args.tiny, device, dtype)
     if args.compile:
         pipe.unet.compile()  # in place: hooks and attention processors still apply
-    rows: dict[str, dict[str, Any]] = {}
-    with tempfile.TemporaryDirectory() as cache:
-        editor = DragEditor(pipe, lora_cache_dir=cache)
-        sync(device)
-        load_s = time.perf_counter() - start
-        log.info("first edit in the process (fast path) ...")
-        rows["first (fast, cold process)"] = timed(editor, image, ins, cfgs["first"])
-        log.info("faithful warm-up + edit ...")
-        short = {"lora.steps": 2, "drag.max_iterations": 2, "inversion.num_steps": 4, "seed": 2}
-        editor.edit(image, ins, cfgs["faithful"].override(**short))
-        rows["faithful (warm)"] = timed(editor, image, ins, cfgs["faithful"])
-        log.info("fast edit ...")
-        rows["fast (warm)"] = timed(editor, image, ins, cfgs["fast"])
-        log.info("repeat drags ...")
-        rows["fast repeat drag (LoRA + z_t cached)"] = timed(editor, image, other, cfgs["fast"])
-        rows["fast repeat drag, no mask (truncated UNet)"] = timed(editor, image, unmasked, cfgs["fast"])
-        log.info("fast recipe ...")
-        rows["preset fast (LoRA batch 1, auto precision)"] = timed(editor, image, ins, cfgs["fast-recipe"])
-    equivalence = compare(rows["faithful (warm)"], rows["fast (warm)"])
-    for row in rows.values():
-        row.pop("_image")
-    report = {
+    report: dict[str, Any] = {
         "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
         "device": str(device),
         "weights_dtype": str(dtype).removeprefix("torch."),
@@ -206,24 +254,27 @@ def main(argv: list[str] | None = None) -> int:
         "tiny": args.tiny,
         "compile": args.compile,
         "cudnn_benchmark": torch.backends.cudnn.benchmark,
-        "load_s": load_s,
-        "runs": rows,
-        "fast_vs_faithful": equivalence,
+        "deterministic": determinism,
+        "rows_selected": names,
         "configs": {k: v.to_dict() for k, v in cfgs.items()},
         "versions": package_versions(),
     }
-    text = table(rows)
-    report["table_md"] = text
-    print(
-        f"\n{report['device_name']} | {size}x{size} | weights {report['weights_dtype']} | load {load_s:.1f} s"
-    )
-    print(text)
-    print("fast vs faithful:", {k: v for k, v in equivalence.items() if k != "lpips_missing"})
-    if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        atomic_write_json(args.out, report)
-        print(f"wrote {args.out}")
-    return 0
+    rows: dict[str, dict[str, Any]] = {}
+    short = {"lora.steps": 2, "drag.max_iterations": 2, "inversion.num_steps": 4, "seed": 2}
+    with tempfile.TemporaryDirectory() as cache:
+        editor = DragEditor(pipe, lora_cache_dir=cache)
+        sync(device)
+        report["load_s"] = time.perf_counter() - start
+        if names[0] != "first":  # no cold-process row: warm the process up first, untimed
+            editor.edit(image, ins, cfgs["fast"].override(**short))
+        for name in names:
+            label, cfg, which = ROWS[name]
+            if name == "faithful":  # the faithful structure's own kernels and peft path, untimed
+                editor.edit(image, ins, cfgs["faithful"].override(**short))
+            log.info("%s ...", label)
+            rows[label] = timed(editor, image, instructions[which], cfgs[cfg])
+            write(args.out, report, rows, complete=False)
+    return rows, report
 
 
 if __name__ == "__main__":

@@ -7,6 +7,8 @@ import json
 import sys
 from pathlib import Path
 
+import pytest
+
 BENCH = Path(__file__).resolve().parents[1] / "benchmarks" / "speed.py"
 
 
@@ -36,3 +38,34 @@ def test_tiny_cpu_smoke(tmp_path: Path, capsys, monkeypatch) -> None:
     assert eq["max_handle_diff_grid_px"] is not None and eq["max_handle_diff_grid_px"] <= 1.0
     assert report["device_name"] == "cpu" and report["configs"]["faithful"]["runtime"]["fast"] is False
     assert "| faithful (warm) |" in capsys.readouterr().out
+    assert report["complete"] is True and report["deterministic"] == {"enabled": False}
+
+
+def test_only_some_rows_and_a_cut_run_leaves_the_rows_done(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setattr(sys, "path", list(sys.path))
+    bench = _load()
+    out = tmp_path / "speed.json"
+    argv = ["--tiny", "--device", "cpu", "--out", str(out), "--only", "repeat", "--deterministic"]
+    for item in ["lora.steps=1", "lora.batch_size=1", "inversion.num_steps=4", "drag.max_iterations=2"]:
+        argv += ["--set", item]
+    timed, calls = bench.timed, []
+
+    def cut_after_one(*args, **kwargs):  # the second row "times out"
+        calls.append(1)
+        if len(calls) > 1:
+            raise KeyboardInterrupt
+        return timed(*args, **kwargs)
+
+    monkeypatch.setattr(bench, "timed", cut_after_one)
+    with pytest.raises(KeyboardInterrupt):
+        bench.main(argv)
+    cut = json.loads(out.read_text())
+    assert cut["complete"] is False and list(cut["runs"]) == ["fast (warm)"]  # the row done so far
+    assert cut["rows_selected"] == ["fast", "repeat"]  # repeat needs fast's caches: added
+    assert cut["deterministic"]["enabled"] is True and "| fast (warm) |" in cut["table_md"]
+    monkeypatch.setattr(bench, "timed", timed)
+    assert bench.main(argv) == 0
+    whole = json.loads(out.read_text())
+    assert whole["complete"] is True and len(whole["runs"]) == 2 and "fast_vs_faithful" not in whole
+    with pytest.raises(SystemExit, match="unknown row"):
+        bench.main(["--only", "fastest"])

@@ -146,3 +146,26 @@ def test_plain_dragbench_folder_and_a_bad_sample(bench, tiny_pipeline_dir, tmp_p
     summary = json.loads((out / "summary.json").read_text())
     assert summary["overall"]["ok"] == 1 and summary["overall"]["errors"] == 1
     assert Image.open(out / "contact_sheet.png").width == 3 * 64  # source | instruction | result
+
+
+def test_deterministic_flag_is_recorded_and_two_runs_match_bit_for_bit(bench, tiny_pipeline_dir, tmp_path,
+                                                                      monkeypatch, capsys):  # fmt: skip
+    import torch
+
+    monkeypatch.delenv("CUBLAS_WORKSPACE_CONFIG", raising=False)  # set by the run, restored by pytest
+    runs = [tmp_path / "a", tmp_path / "b"]
+    for out in runs:
+        assert main([*_args(bench, out, tiny_pipeline_dir), "--limit", "1", "--deterministic"]) == 0
+        assert not torch.are_deterministic_algorithms_enabled()  # the process-wide settings are undone
+    run = json.loads((runs[0] / "run.json").read_text())
+    assert run["deterministic"] == {
+        "enabled": True, "cublas_workspace_config": ":4096:8", "use_deterministic_algorithms": True,
+        "warn_only": True, "cudnn_benchmark": False, "cudnn_deterministic": True, "sdpa_backends": ["MATH"],
+    }  # fmt: skip
+    a, b = ([json.loads(p.read_text()) for p in sorted((r / "samples").glob("*/*.json"))] for r in runs)
+    assert len(a) == 1 and a[0]["deterministic"] is True and "nondeterministic_ops" not in a[0]  # CPU
+    for ra, rb in zip(a, b, strict=True):
+        for key in ("metrics", "final_handles", "iterations"):
+            assert ra[key] == rb[key], key  # bit-identical, not approximately equal
+    assert main(_args(bench, runs[0], tiny_pipeline_dir) + ["--limit", "1"]) == 2  # no mixed settings
+    assert "holds a run with deterministic=True" in capsys.readouterr().err

@@ -2,6 +2,7 @@
 
     dragdiff bench make-gt OUT_DIR [--count N --seed S]
     dragdiff bench run BENCH_DIR -o RESULTS [--preset …] [--set …] [--model …] [--dift-model …] [--limit N]
+                       [--deterministic]
     dragdiff bench summarize RESULTS
 
 ``bench run`` may be launched by ``torchrun --nproc_per_node K -m dragdiff.cli bench run …`` to split the
@@ -75,6 +76,11 @@ def register(subparsers: Any) -> None:
     run.add_argument(
         "--lora-cache", default=None, metavar="DIR", help="LoRA cache (default: RESULTS/lora-cache)"
     )
+    run.add_argument(
+        "--deterministic", action="store_true",
+        help="PyTorch's deterministic settings (cuBLAS workspace, deterministic algorithms with warnings, "
+        "cuDNN deterministic and not autotuned, SDPA on its MATH backend); slower; recorded in run.json",
+    )  # fmt: skip
     run.set_defaults(func=run_bench)
 
     summ = sub.add_parser(
@@ -131,6 +137,7 @@ def run_bench(args: argparse.Namespace) -> int:
         dift_model_config=args.dift_model_config,
         description={"preset": args.preset, "overrides": overrides},
         progress=True,
+        deterministic=args.deterministic,
     )
     if summary is not None:
         print((Path(args.output) / "summary.md").read_text(), end="")

@@ -13,10 +13,13 @@ A sample whose JSON exists is skipped, so an interrupted run continues where it 
 atomically after the image, so a sample is never half-recorded. Launched by ``torchrun``, the samples are
 split over the ranks (sorted order, rank r takes samples r, r + world, ...; one GPU per rank on CUDA, the
 ranks synchronise over gloo); each rank writes its own samples and rank 0 writes the summary after a barrier.
+``deterministic=True`` (``bench run --deterministic``) runs under ``deterministic_mode()`` and records its
+settings in run.json and in each sample's record.
 """
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io as _io
 import json
@@ -26,7 +29,8 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Iterable
+import warnings
+from collections.abc import Iterable, Iterator
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
@@ -51,6 +55,77 @@ SUMMARY_METRICS = (
     "keep_psnr_out", "keep_ssim_out", "keep_lpips_out", "seconds",
 )  # fmt: skip
 _RESUME_KEYS = ("config", "model", "dift_model")  # a rerun must match these to reuse finished samples
+CUBLAS_WORKSPACE = ":4096:8"  # the cuBLAS workspace setting that makes its GEMMs reproducible (CUDA >= 10.2)
+_NONDETERMINISM = "deterministic"  # torch's "... does not have a deterministic implementation" alerts say it
+
+
+# --- deterministic mode -----------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def deterministic_mode(enabled: bool = True) -> Iterator[dict[str, Any]]:
+    """Run the block with PyTorch's deterministic settings; yields what was set (recorded in run.json).
+
+    Process-wide, so opt-in and undone on exit (the cuBLAS variable excepted: cuBLAS reads it once):
+    ``CUBLAS_WORKSPACE_CONFIG`` (only if unset), ``use_deterministic_algorithms(True, warn_only=True)``,
+    cuDNN autotuning off and deterministic cuDNN algorithms, and scaled-dot-product attention restricted to
+    the MATH backend. With ``warn_only=True`` the flash and memory-efficient SDPA backward passes keep their
+    non-deterministic (atomic-add) kernels, only warning, and cuDNN attention stays selectable (all three are
+    made deterministic or excluded only with ``warn_only=False``); MATH is deterministic forward and backward.
+    ``warn_only=True`` because ops with no deterministic CUDA kernel at all (``grid_sample`` and bilinear
+    ``interpolate`` backward, used by the drag loss) would otherwise raise: they warn, and ``run_benchmark``
+    records which ones ran in each sample's ``nondeterministic_ops``.
+    """
+    if not enabled:
+        yield {"enabled": False}
+        return
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    if "CUBLAS_WORKSPACE_CONFIG" not in os.environ:
+        os.environ["CUBLAS_WORKSPACE_CONFIG"] = CUBLAS_WORKSPACE
+    was = (
+        torch.are_deterministic_algorithms_enabled(),
+        torch.is_deterministic_algorithms_warn_only_enabled(),
+        torch.backends.cudnn.benchmark,
+        torch.backends.cudnn.deterministic,
+    )
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    torch.backends.cudnn.benchmark = False
+    torch.backends.cudnn.deterministic = True
+    try:
+        with sdpa_kernel(SDPBackend.MATH):
+            yield {
+                "enabled": True,
+                "cublas_workspace_config": os.environ["CUBLAS_WORKSPACE_CONFIG"],
+                "use_deterministic_algorithms": True,
+                "warn_only": True,
+                "cudnn_benchmark": False,
+                "cudnn_deterministic": True,
+                "sdpa_backends": ["MATH"],
+            }
+    finally:
+        torch.use_deterministic_algorithms(was[0], warn_only=was[1])
+        torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic = was[2], was[3]
+
+
+@contextlib.contextmanager
+def _nondeterministic_ops(active: bool) -> Iterator[set[str]]:
+    """Collect torch's "no deterministic implementation" warnings of the block (the others pass through)."""
+    found: set[str] = set()
+    if not active:
+        yield found
+        return
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        yield found
+    shown: set[tuple[str, type]] = set()
+    for w in caught:
+        text = str(w.message).splitlines()[0] if str(w.message) else ""
+        if _NONDETERMINISM in text:
+            found.add(text)
+        elif (text, w.category) not in shown:  # re-issue the rest once each
+            shown.add((text, w.category))
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
 
 
 # --- distributed set-up ---------------------------------------------------------------------------------
@@ -141,8 +216,17 @@ def _start_run(results: Path, description: dict[str, Any]) -> None:
                     f"results folder {str(results)!r} holds a run with a different {key}; "
                     "use a new -o folder (or delete it) to run another configuration"
                 )
+        if _deterministic(old) != _deterministic(new):
+            raise InputError(
+                f"results folder {str(results)!r} holds a run with deterministic={_deterministic(old)}; "
+                "use a new -o folder to run with the other setting"
+            )
         description = {**old, "resumed": [*old.get("resumed", []), description["started"]]}
     atomic_write_json(path, description)
+
+
+def _deterministic(description: dict[str, Any]) -> bool:
+    return bool((description.get("deterministic") or {}).get("enabled", False))
 
 
 # --- one sample -----------------------------------------------------------------------------------------
@@ -190,16 +274,25 @@ class _Scorer:
 
 
 def _run_sample(
-    editor: Any, scorer: _Scorer, ref: SampleRef, config: EditConfig, results: Path, rank: int
+    editor: Any,
+    scorer: _Scorer,
+    ref: SampleRef,
+    config: EditConfig,
+    results: Path,
+    rank: int,
+    deterministic: bool = False,
 ) -> None:
     """Edit, score and record one sample; input problems (and CUDA OOM) are recorded as errors."""
     record: dict[str, Any] = {"key": ref.key, "category": ref.category, "name": ref.name}
-    record.update(rank=rank, device=str(editor.device))  # which process and GPU ran it
+    record.update(rank=rank, device=str(editor.device), deterministic=deterministic)  # who ran it, how
     try:
         sample = load_sample(ref)
         start = time.perf_counter()
-        result = editor.edit(sample.image, sample.instruction, config)
+        with _nondeterministic_ops(deterministic) as alerts:
+            result = editor.edit(sample.image, sample.instruction, config)
         seconds = time.perf_counter() - start
+        if alerts:  # ops that ran without a deterministic kernel (CUDA only), for the record
+            record["nondeterministic_ops"] = sorted(alerts)
         scores = scorer.score(sample, result.image)
     except (ValueError, torch.cuda.OutOfMemoryError) as exc:  # a bad sample is recorded, the run goes on
         if isinstance(exc, torch.cuda.OutOfMemoryError):
@@ -241,13 +334,15 @@ def run_benchmark(
     dift_model_config: str | None = None,
     description: dict[str, Any] | None = None,
     progress: bool = False,
+    deterministic: bool = False,
 ) -> dict[str, Any] | None:
     """Edit and score every sample of ``bench_dir`` (sorted; the first ``limit``), writing ``results_dir``.
 
     Skips samples already recorded there. Returns the summary on rank 0 (None on other ranks).
     ``model`` is what ``DragEditor`` accepts (None = the embedded model; ``model_config``/``vae`` as there);
     ``dift_model`` (+ ``dift_model_config`` for a single file) enables MD; ``description`` adds fields to
-    run.json (the CLI records the preset and overrides there).
+    run.json (the CLI records the preset and overrides there); ``deterministic`` runs everything, from the
+    first CUDA call on, under ``deterministic_mode()`` (undone on return).
     """
     from dragdiff.editor import DragEditor
 
@@ -255,37 +350,41 @@ def run_benchmark(
         raise InputError(f"limit must be >= 1, got {limit}")
     refs = list_samples(bench_dir)[:limit]
     results = Path(results_dir)
-    rank, world, device, created = _distributed(device)
-    try:
-        mine = refs[rank::world]  # rank 0 always has one; a rank left without samples loads no model
-        editor: DragEditor | None = None
-        if mine:
-            editor = DragEditor(
-                model,
-                vae=vae,
-                device=device,
-                dtype=dtype,
-                lora_cache_dir=lora_cache_dir or results / "lora-cache",
-                model_config=model_config,
-            )
-        if rank == 0:
-            assert editor is not None
-            results.mkdir(parents=True, exist_ok=True)
-            _start_run(results, _describe(bench_dir, config, editor, dift_model, limit, world, description))
-        _barrier(world)
-        todo = [r for r in mine if not _is_done(sample_json(results, r))]
-        log.info("rank %d/%d: %d of %d samples to run", rank, world, len(todo), len(mine))
-        if todo:
-            assert editor is not None
-            for folder in {sample_json(results, r).parent for r in todo}:
-                folder.mkdir(parents=True, exist_ok=True)
-            scorer = _Scorer(editor.device, dift_model, dtype, dift_model_config)
-            for ref in _progress(todo, progress and rank == 0, world):
-                _run_sample(editor, scorer, ref, config, results, rank)
-        _barrier(world)
-        return summarize(results, refs) if rank == 0 else None
-    finally:
-        _leave_group(created)
+    with deterministic_mode(deterministic) as settings:
+        description = {**(description or {}), "deterministic": settings}
+        rank, world, device, created = _distributed(device)
+        try:
+            mine = refs[rank::world]  # rank 0 always has one; a rank left without samples loads no model
+            editor: DragEditor | None = None
+            if mine:
+                editor = DragEditor(
+                    model,
+                    vae=vae,
+                    device=device,
+                    dtype=dtype,
+                    lora_cache_dir=lora_cache_dir or results / "lora-cache",
+                    model_config=model_config,
+                )
+            if rank == 0:
+                assert editor is not None
+                results.mkdir(parents=True, exist_ok=True)
+                _start_run(
+                    results, _describe(bench_dir, config, editor, dift_model, limit, world, description)
+                )
+            _barrier(world)
+            todo = [r for r in mine if not _is_done(sample_json(results, r))]
+            log.info("rank %d/%d: %d of %d samples to run", rank, world, len(todo), len(mine))
+            if todo:
+                assert editor is not None
+                for folder in {sample_json(results, r).parent for r in todo}:
+                    folder.mkdir(parents=True, exist_ok=True)
+                scorer = _Scorer(editor.device, dift_model, dtype, dift_model_config)
+                for ref in _progress(todo, progress and rank == 0, world):
+                    _run_sample(editor, scorer, ref, config, results, rank, deterministic)
+            _barrier(world)
+            return summarize(results, refs) if rank == 0 else None
+        finally:
+            _leave_group(created)
 
 
 def _progress(items: list[SampleRef], show: bool, world: int) -> Iterable[SampleRef]:
