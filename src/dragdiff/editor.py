@@ -29,7 +29,6 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from PIL import Image
 from torch import Tensor
 
@@ -78,6 +77,7 @@ from dragdiff.ops import (
     motion_loss,
     predict_x0_eps,
     reached,
+    resize_bilinear,
     resize_mask,
     track_points,
     work_size,
@@ -550,7 +550,8 @@ class DragEditor:
         else:
             raw = unet_features(unet, z, t, prep.cond, index, amp)
         feats = combine_features(raw.float(), prep.cond)  # (1, C, h, w); 2C with guidance
-        return F.interpolate(feats, size=prep.grid_hw, mode="bilinear", align_corners=False), eps
+        # = F.interpolate(bilinear, align_corners=False) as two matmuls: a deterministic backward on CUDA
+        return resize_bilinear(feats, prep.grid_hw, align_corners=False), eps
 
     def _preview(self, z: Tensor, eps: Tensor, a_t: float, pred_type: str, prep: _Prepared) -> Image.Image:
         """x̂_0 of the current latent, decoded and resized to the input size (a cheap look at the edit)."""

@@ -1,16 +1,21 @@
 """Bilinear patch sampling on the supervision grid (the F_q(z) of paper Eq. 3 at non-integer q).
 
 Paper notation: F (features) is the (1, C, H', W') feature map; a patch Ω(q, r) is the (2r+1)² square of grid
-points around q = (row, col). Sampling is bilinear with ``align_corners=True`` so that integer coordinates hit
-pixel centres (exactly up to float rounding of the [-1, 1] normalisation, ~1e-7 in fp32); points outside the
-grid take the value of the nearest border pixel (clamped), so patches at the edge never crash (the reference
-implementation indexes out of range there).
+points around q = (row, col). Sampling is bilinear between pixel centres (``F.grid_sample`` with
+``align_corners=True``, ``padding_mode="border"``): integer coordinates hit pixel centres exactly, and points
+outside the grid are clamped to it (the value of the nearest border pixel), so patches at the edge never crash
+(the reference implementation indexes out of range there).
+
+It is written as a ``torch.gather`` of the four corners and their weights rather than ``grid_sample``, whose
+CUDA backward accumulates with atomicAdd and has no deterministic version; gather's backward is deterministic
+under ``torch.use_deterministic_algorithms``. The grid coordinates are used as they are (no round trip
+through [-1, 1]), so the values are the exact bilinear ones; ``grid_sample``'s normalisation adds a rounding
+error of up to ~1e-7·W pixels (about 1e-5 in fp32 on a 256-wide grid).
 """
 
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 
@@ -28,15 +33,17 @@ def sample_patches(features: Tensor, centers: Tensor, radius: int) -> Tensor:
     p = 2 * radius + 1
     n = centers.shape[0]
     pts = centers.to(features)[:, None, None, :] + patch_offsets(radius, features)  # (N, P, P, 2)
-    # grid_sample wants (x, y) = (col, row) in [-1, 1]; with align_corners=True, -1 and 1 are the centres
-    # of the first and last pixels
-    scale = pts.new_tensor([2.0 / max(w - 1, 1), 2.0 / max(h - 1, 1)])
-    grid = pts.flip(-1) * scale - 1.0  # (N, P, P, 2) as (x, y)
-    out = F.grid_sample(
-        features,
-        grid.reshape(1, n, p * p, 2),  # (1, N, P*P, 2)
-        mode="bilinear",
-        padding_mode="border",
-        align_corners=True,
-    )  # (1, C, N, P*P)
-    return out[0].reshape(c, n, p, p).transpose(0, 1)  # (N, C, P, P)
+    # border padding = clamping the coordinates to the grid; the far corner is clamped too, where its weight
+    # is 0 (a coordinate exactly on the last row/column)
+    rows = pts[..., 0].reshape(-1).clamp(0, h - 1)  # (M,), M = N*P*P
+    cols = pts[..., 1].reshape(-1).clamp(0, w - 1)  # (M,)
+    r0, c0 = rows.floor(), cols.floor()
+    fr, fc = rows - r0, cols - c0  # (M,) fractional parts, the weights of the next row/column
+    r0i, c0i = r0.long(), c0.long()
+    r1i, c1i = (r0i + 1).clamp_max(h - 1), (c0i + 1).clamp_max(w - 1)
+    index = torch.stack([r0i * w + c0i, r0i * w + c1i, r1i * w + c0i, r1i * w + c1i])  # (4, M) nw ne sw se
+    weight = torch.stack([(1 - fr) * (1 - fc), (1 - fr) * fc, fr * (1 - fc), fr * fc])  # (4, M)
+    flat = features.reshape(c, h * w)  # (C, H*W), a view (B = 1): its backward copies nothing
+    corners = flat.gather(1, index.reshape(1, -1).expand(c, -1)).reshape(c, 4, -1)  # (C, 4, M)
+    out = (corners * weight).sum(dim=1)  # (C, M)
+    return out.reshape(c, n, p, p).transpose(0, 1)  # (N, C, P, P)
