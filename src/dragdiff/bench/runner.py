@@ -72,9 +72,9 @@ def deterministic_mode(enabled: bool = True) -> Iterator[dict[str, Any]]:
     the MATH backend. With ``warn_only=True`` the flash and memory-efficient SDPA backward passes keep their
     non-deterministic (atomic-add) kernels, only warning, and cuDNN attention stays selectable (all three are
     made deterministic or excluded only with ``warn_only=False``); MATH is deterministic forward and backward.
-    ``warn_only=True`` because ops with no deterministic CUDA kernel at all (``grid_sample`` and bilinear
-    ``interpolate`` backward, used by the drag loss) would otherwise raise: they warn, and ``run_benchmark``
-    records which ones ran in each sample's ``nondeterministic_ops``.
+    ``warn_only=True`` so that an op with no deterministic CUDA kernel warns instead of raising (the drag loss
+    no longer uses any: its resize and patch sampling are matmul/gather based, see ``ops.resize``);
+    ``run_benchmark`` records any that ran in each sample's ``nondeterministic_ops``.
     """
     if not enabled:
         yield {"enabled": False}
