@@ -179,6 +179,23 @@ def test_atomic_write_replaces_whole_and_leaves_no_partial_file_on_failure(tmp_p
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out.bin"]
 
 
+def test_atomic_dir_replaces_a_folder_whole_and_keeps_it_on_failure(tmp_path):
+    target = tmp_path / "model"
+    with io.atomic_dir(target) as tmp:
+        (tmp / "sub").mkdir()
+        (tmp / "sub" / "a.txt").write_text("first")
+    assert (target / "sub" / "a.txt").read_text() == "first"
+    assert (target / "sub" / "a.txt").stat().st_mode & 0o777 == 0o644
+    with io.atomic_dir(target) as tmp:
+        (tmp / "b.txt").write_text("second")
+    assert [p.name for p in target.iterdir()] == ["b.txt"]  # replaced whole, not merged
+    with pytest.raises(RuntimeError), io.atomic_dir(target) as tmp:
+        (tmp / "c.txt").write_text("half")
+        raise RuntimeError("disk full")
+    assert [p.name for p in target.iterdir()] == ["b.txt"]
+    assert [p.name for p in tmp_path.iterdir()] == ["model"]  # no temporary or .old folder left
+
+
 def test_atomic_save_image_failure_keeps_the_old_file_and_leaves_no_temp(tmp_path):
     target = tmp_path / "x.png"
     io.atomic_save_image(_gradient(), target)

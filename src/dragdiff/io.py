@@ -2,7 +2,8 @@
 
 Every reader raises ``InputError`` (a ``ValueError``) with a one-line message naming the file and the problem.
 Every writer writes a temporary file beside the target and ``os.replace``s it, so a failed write never leaves
-a partial file and an existing file is only ever replaced whole. No torch here.
+a partial file and an existing file is only ever replaced whole (``atomic_dir`` does the same for a folder).
+No torch here.
 
 Masks: white (255) or 1 = editable, black (0) = keep. Grayscale, RGB (a pixel's brightest channel counts),
 RGBA/LA (the alpha channel when it varies, else the colour) and 16-bit PNGs are read. So that a mask saved as
@@ -19,6 +20,7 @@ import json
 import logging
 import os
 import platform
+import shutil
 import tempfile
 from collections.abc import Iterator, Sequence
 from datetime import date, datetime
@@ -209,6 +211,32 @@ def atomic_path(path: PathLike) -> Iterator[Path]:
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+@contextlib.contextmanager
+def atomic_dir(path: PathLike) -> Iterator[Path]:
+    """Yield a temporary folder beside ``path``; on success it replaces ``path`` in one rename.
+
+    ``atomic_path``'s counterpart for whole folders (e.g. diffusers ``save_pretrained``): files get mode 644,
+    folders 755; an existing ``path`` is moved aside first and removed after; on failure nothing changes.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}."))
+    try:
+        yield tmp
+        for p in (tmp, *tmp.rglob("*")):
+            p.chmod(0o755 if p.is_dir() else 0o644)
+        old = None
+        if path.exists():
+            old = path.with_name(f".{path.name}.old")
+            shutil.rmtree(old, ignore_errors=True)
+            os.replace(path, old)
+        os.replace(tmp, path)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def atomic_write_bytes(path: PathLike, data: bytes) -> None:

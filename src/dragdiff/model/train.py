@@ -17,10 +17,7 @@ import argparse
 import json
 import logging
 import math
-import os
-import shutil
 import sys
-import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -40,6 +37,7 @@ from transformers import CLIPTextModel, CLIPTokenizer
 from dragdiff import io
 from dragdiff.bench.metrics import psnr as image_psnr
 from dragdiff.config import ConfigError
+from dragdiff.io import atomic_dir
 from dragdiff.model.arch import (
     SD_SCALING_FACTOR,
     TINY_SPEC,
@@ -115,31 +113,6 @@ def atomic_save(obj: Any, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     with io.atomic_path(path) as tmp:
         torch.save(obj, tmp)
-
-
-@contextmanager
-def atomic_dir(path: Path) -> Iterator[Path]:
-    """Yield a temporary folder beside ``path``; on success it replaces ``path`` in one rename.
-
-    ``dragdiff.io`` writes single files only; this is its counterpart for whole folders (diffusers saves).
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}."))
-    try:
-        yield tmp
-        for p in (tmp, *tmp.rglob("*")):
-            p.chmod(0o755 if p.is_dir() else 0o644)
-        old = None
-        if path.exists():
-            old = path.with_name(f".{path.name}.old")
-            shutil.rmtree(old, ignore_errors=True)
-            os.replace(path, old)
-        os.replace(tmp, path)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
 
 
 class JsonlLog:
