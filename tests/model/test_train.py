@@ -6,6 +6,8 @@ import gzip
 import json
 import os
 import pickle
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -14,7 +16,7 @@ from diffusers import StableDiffusionPipeline
 from PIL import Image
 from safetensors import safe_open
 
-from dragdiff.bench.metrics import PSNR_CAP
+from dragdiff.metrics import PSNR_CAP
 from dragdiff.model.arch import SD_SCALING_FACTOR, TINY_SPEC, build_vae
 from dragdiff.model.train import (
     Pool,
@@ -82,6 +84,16 @@ def test_pool_draws_batches_and_renews_itself() -> None:
     assert pool.data.max().item() >= 64
     quick = Pool(fill, size=1000, refresh=0, generator=torch.Generator(), chunk=10, max_seconds=0.0)
     assert quick.size == 10  # a fill budget of 0 s still gives one chunk
+
+
+def test_training_does_not_import_the_bench_area() -> None:
+    code = (
+        "import sys, dragdiff.model.train; "
+        "bad = [m for m in sys.modules if m.startswith('dragdiff.bench')]; "
+        "print(*bad); sys.exit(1 if bad else 0)"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
 def test_metrics_behave() -> None:

@@ -2,12 +2,11 @@
 Image Fidelity, and template matching of handle neighbourhoods (where dragged content ended up).
 
 Images are (B, 3, H, W) tensors in [0, 1] unless a docstring says otherwise; a ``region`` is an (H, W) bool
-array/tensor (True = count this pixel) or None for the whole image.
+array/tensor (True = count this pixel) or None for the whole image. ``psnr`` and ``PSNR_CAP`` live in the
+neutral ``dragdiff.metrics`` (model training uses them without the bench) and are re-exported here.
 """
 
 from __future__ import annotations
-
-import math
 
 import numpy as np
 import torch
@@ -15,8 +14,10 @@ import torch.nn.functional as F
 from PIL import Image
 
 from dragdiff.bench.lpips import LPIPS
+from dragdiff.metrics import PSNR_CAP as PSNR_CAP
+from dragdiff.metrics import masked_mean, region_weights
+from dragdiff.metrics import psnr as psnr
 
-PSNR_CAP = 100.0  # dB; identical images would give +inf, which neither averages nor serialises to JSON
 IF_SIZE = 224  # DragBench's Image Fidelity compares both images at 224 x 224 (SPEC §7)
 
 
@@ -24,33 +25,6 @@ def to_tensor(image: Image.Image, device: torch.device | str | None = None) -> t
     """PIL image -> (1, 3, H, W) float32 in [0, 1]."""
     arr = np.asarray(image.convert("RGB"), dtype=np.float32) / 255.0  # (H, W, 3)
     return torch.from_numpy(arr).permute(2, 0, 1)[None].to(device)
-
-
-def _region(region: np.ndarray | torch.Tensor | None, like: torch.Tensor) -> torch.Tensor | None:
-    """(H, W) bool -> (1, 1, H, W) float weights on ``like``'s device; None stays None."""
-    if region is None:
-        return None
-    r = torch.as_tensor(np.asarray(region) if not isinstance(region, torch.Tensor) else region)
-    if r.shape != like.shape[-2:]:
-        raise ValueError(f"region is {tuple(r.shape)} but the images are {tuple(like.shape[-2:])} (H, W)")
-    return r.to(device=like.device, dtype=like.dtype)[None, None]
-
-
-def _masked_mean(values: torch.Tensor, weights: torch.Tensor | None) -> float:
-    """Mean of (B, C, H, W) ``values`` where ``weights`` (1, 1, H, W) is 1; nan for an empty region."""
-    if weights is None:
-        return values.mean().item()
-    w = weights.expand_as(values)
-    total = w.sum()
-    return (values * w).sum().div(total).item() if total > 0 else math.nan
-
-
-def psnr(a: torch.Tensor, b: torch.Tensor, region: np.ndarray | torch.Tensor | None = None) -> float:
-    """Peak signal-to-noise ratio in dB for [0, 1] images (peak 1), over ``region``; capped at PSNR_CAP."""
-    mse = _masked_mean((a - b).pow(2), _region(region, a))
-    if math.isnan(mse):
-        return math.nan
-    return min(PSNR_CAP, 10.0 * math.log10(1.0 / max(mse, 1e-30)))
 
 
 def _gaussian_window(size: int, sigma: float, like: torch.Tensor) -> torch.Tensor:
@@ -81,7 +55,7 @@ def ssim_map(a: torch.Tensor, b: torch.Tensor, window: int = 11, sigma: float = 
 
 def ssim(a: torch.Tensor, b: torch.Tensor, region: np.ndarray | torch.Tensor | None = None) -> float:
     """Mean SSIM over ``region`` (all channels)."""
-    return _masked_mean(ssim_map(a, b), _region(region, a))
+    return masked_mean(ssim_map(a, b), region_weights(region, a))
 
 
 @torch.no_grad()
@@ -93,7 +67,7 @@ def lpips_distance(
     x0, x1 = a.to(dev) * 2 - 1, b.to(dev) * 2 - 1
     if region is None:
         return lpips(x0, x1).mean().item()
-    return _masked_mean(lpips(x0, x1, spatial=True), _region(region, x0))
+    return masked_mean(lpips(x0, x1, spatial=True), region_weights(region, x0))
 
 
 @torch.no_grad()

@@ -35,9 +35,9 @@ from tqdm.auto import tqdm
 from transformers import CLIPTextModel, CLIPTokenizer
 
 from dragdiff import io
-from dragdiff.bench.metrics import psnr as image_psnr
 from dragdiff.config import ConfigError
 from dragdiff.io import atomic_dir
+from dragdiff.metrics import psnr as image_psnr
 from dragdiff.model.arch import (
     SD_SCALING_FACTOR,
     TINY_SPEC,
