@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from dragdiff.model.data import TrainingData
+from dragdiff.model.data import TrainingData, to_uint8
 from dragdiff.types import InputError
 
 
@@ -24,6 +24,14 @@ def test_sample_follows_the_generator():
     c, cc = source.sample(4, torch.Generator().manual_seed(2))
     assert torch.equal(a, b) and ca == cb
     assert ca != cc
+
+
+
+def test_to_uint8_is_what_a_png_holds():
+    x = torch.tensor([-1.5, -1.0, 0.0, 1.0 / 255, 1.0, 2.0])
+    assert to_uint8(x).tolist() == [0, 0, 128, 128, 255, 255]  # clamped; 127.5 and 128.0 round to 128
+    u8 = torch.arange(256, dtype=torch.uint8)
+    assert torch.equal(to_uint8(u8.float() / 127.5 - 1), u8)  # the pool's inverse reads back exactly
 
 
 def test_bad_arguments_are_named():

@@ -16,11 +16,11 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from dragdiff.diffusion.inversion import image_to_tensor
 from dragdiff.types import DragInstruction
 
 DIFT_T = 261  # DIFT's timestep for SD-2.1 semantic correspondence
@@ -84,8 +84,7 @@ class DiftFeaturizer:
         vae, unet = self.pipe.vae, self.pipe.unet
         dev, dtype = unet.device, unet.dtype
         gen = torch.Generator(device=dev).manual_seed(self.seed)  # same noise for every image: reproducible
-        arr = np.asarray(image.convert("RGB"), dtype=np.float32) / 127.5 - 1.0  # (H, W, 3) in [-1, 1]
-        x = torch.from_numpy(arr).permute(2, 0, 1)[None].to(dev, vae.dtype)  # (1, 3, H, W)
+        x = image_to_tensor(image).to(dev, vae.dtype)  # (1, 3, H, W) in [-1, 1]
         x = x.expand(self.ensemble, -1, -1, -1)  # (E, 3, H, W)
         latents = vae.encode(x).latent_dist.sample(generator=gen) * vae.config.scaling_factor  # (E, 4, h, w)
         t = torch.full((self.ensemble,), self.t, device=dev, dtype=torch.long)

@@ -38,6 +38,7 @@ from dragdiff.bench.dragbench import (
     write_dragbench_sample,
 )
 from dragdiff.bench.lpips import LPIPS
+from dragdiff.diffusion.inversion import tensor_to_pil
 from dragdiff.io import atomic_save_image, atomic_write_json
 from dragdiff.model import scenes as sc
 from dragdiff.types import DragInstruction, InputError
@@ -181,8 +182,8 @@ def render_case(
     changed = (q[0] - q[1]).abs().amax(dim=0) > 0  # every pixel the exact edit changes, shadows included
     region = _dilate(footprint | changed, 2).numpy()
     mask = _dilate(footprint, max(2, case.size // 16)).numpy() if case.with_mask else None
-    to_pil = [Image.fromarray(im.permute(1, 2, 0).numpy().astype(np.uint8)) for im in q]
-    return to_pil[0], to_pil[1], mask, region
+    source, target = tensor_to_pil(imgs)  # the same rounding as q
+    return source, target, mask, region
 
 
 def write_gt_suite(

@@ -107,7 +107,9 @@ def _to_pil(images: torch.Tensor) -> list[Image.Image]:
     """(B, 3, S, S) in [-1, 1] -> PIL images."""
     from PIL import Image
 
-    arr = ((images.clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1).cpu().numpy()  # (B, S, S, 3)
+    from dragdiff.model.data import to_uint8
+
+    arr = to_uint8(images).permute(0, 2, 3, 1).cpu().numpy()  # (B, S, S, 3)
     return [Image.fromarray(a) for a in arr]
 
 
@@ -116,8 +118,10 @@ def _grid(images: torch.Tensor, rows: int) -> Image.Image:
     import numpy as np
     from PIL import Image
 
+    from dragdiff.model.data import to_uint8
+
     s = images.shape[-1]
-    arr = ((images.clamp(-1, 1) + 1) * 127.5).round().byte().cpu().numpy()  # (B, 3, S, S)
+    arr = to_uint8(images).cpu().numpy()  # (B, 3, S, S)
     arr = arr.reshape(rows, rows, 3, s, s).transpose(0, 3, 1, 4, 2).reshape(rows * s, rows * s, 3)
     return Image.fromarray(np.ascontiguousarray(arr))
 

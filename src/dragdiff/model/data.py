@@ -66,3 +66,8 @@ class TrainingData:
             out = out[torch.from_numpy(order).to(out.device)]
             captions = [captions[i] for i in order]
         return out * 2 - 1, captions
+
+
+def to_uint8(images: Tensor) -> Tensor:
+    """Images in [-1, 1] -> uint8 0..255 as a PNG holds them (clamped, rounded); same shape and device."""
+    return ((images.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)

@@ -47,6 +47,7 @@ from dragdiff.model.arch import (
     build_unet,
     build_vae,
 )
+from dragdiff.model.data import to_uint8
 from dragdiff.model.tokenizer import DEFAULT_MERGES
 
 log = logging.getLogger(__name__)
@@ -245,8 +246,7 @@ def train_vae(
 
     def fill(n: int) -> tuple[Tensor, Tensor]:
         images, _ = data.sample(n, generator=data_gen, device=device)
-        as_u8 = ((images.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
-        return as_u8, torch.zeros(n, 1, dtype=torch.long, device=device)
+        return to_uint8(images), torch.zeros(n, 1, dtype=torch.long, device=device)
 
     pool = Pool(
         fill, cfg.vae_pool, cfg.refresh, gen, max_seconds=cfg.pool_seconds, refresh_every=cfg.refresh_every
