@@ -27,6 +27,18 @@ class CliError(Exception):
     """A user-facing error: printed as one line, exit code 2."""
 
 
+def quiet_libraries() -> None:
+    """No loading bars or import chatter from diffusers/transformers on the command line (unless -v)."""
+    if logging.getLogger().isEnabledFor(logging.DEBUG):
+        return
+    from diffusers.utils import logging as diffusers_logging
+    from transformers.utils import logging as transformers_logging
+
+    for lib in (diffusers_logging, transformers_logging):
+        lib.set_verbosity_error()
+        lib.disable_progress_bar()
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="dragdiff",

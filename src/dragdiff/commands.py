@@ -248,22 +248,10 @@ def run_edit(args: argparse.Namespace) -> int:
     return 0
 
 
-def _quiet_libraries() -> None:
-    """No loading bars or import chatter from diffusers/transformers on the command line (unless -v)."""
-    import logging
-
-    if logging.getLogger().isEnabledFor(logging.DEBUG):
-        return
-    from diffusers.utils import logging as diffusers_logging
-    from transformers.utils import logging as transformers_logging
-
-    for lib in (diffusers_logging, transformers_logging):
-        lib.set_verbosity_error()
-        lib.disable_progress_bar()
-
-
 def _load_editor(args: argparse.Namespace) -> Any:
-    _quiet_libraries()
+    from dragdiff.cli import quiet_libraries
+
+    quiet_libraries()
     from dragdiff.editor import DragEditor
 
     cache = Path(args.lora_cache) if getattr(args, "lora_cache", None) else None

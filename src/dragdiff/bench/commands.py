@@ -113,6 +113,7 @@ def run_make_gt(args: argparse.Namespace) -> int:
 
 def run_bench(args: argparse.Namespace) -> int:
     from dragdiff.bench.runner import run_benchmark
+    from dragdiff.cli import quiet_libraries
     from dragdiff.config import parse_override, preset
 
     config = preset(args.preset)
@@ -121,7 +122,7 @@ def run_bench(args: argparse.Namespace) -> int:
         key, value = parse_override(text, config)
         config = config.override(**{key: value})
         overrides[key] = value
-    _quiet_libraries()
+    quiet_libraries()  # no loading bars under the benchmark's own progress bar
     summary = run_benchmark(
         args.bench_dir,
         args.output,
@@ -143,20 +144,6 @@ def run_bench(args: argparse.Namespace) -> int:
         print((Path(args.output) / "summary.md").read_text(), end="")
         print(f"results in {args.output}")
     return 0
-
-
-def _quiet_libraries() -> None:
-    """No loading bars from diffusers/transformers under the benchmark's own progress bar (unless -v)."""
-    import logging
-
-    if logging.getLogger().isEnabledFor(logging.DEBUG):
-        return
-    from diffusers.utils import logging as diffusers_logging
-    from transformers.utils import logging as transformers_logging
-
-    for lib in (diffusers_logging, transformers_logging):
-        lib.set_verbosity_error()
-        lib.disable_progress_bar()
 
 
 def run_summarize(args: argparse.Namespace) -> int:
