@@ -111,8 +111,9 @@ def byte_tokenizer(max_length: int) -> Any:
     """An offline CLIP tokenizer over the 512 byte-level symbols (ids < 514, well inside CLIP's 49408)."""
     from transformers import CLIPTokenizer
 
-    keep = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), 256)]
-    alphabet = [chr(b) for b in keep] + [chr(256 + i) for i in range(256 - len(keep))]
+    from dragdiff.model.tokenizer import bytes_to_unicode
+
+    alphabet = list(bytes_to_unicode().values())
     tokens = alphabet + [c + "</w>" for c in alphabet] + ["<|startoftext|>", "<|endoftext|>"]
     return CLIPTokenizer(vocab={t: i for i, t in enumerate(tokens)}, merges=[], model_max_length=max_length)
 

@@ -30,26 +30,13 @@ TINY_MAX_LENGTH = 16  # tokenizer.model_max_length / max_position_embeddings of 
 TINY_WORDS = ("a", "photo", "of", "the", "cat", "dog", "red", "blue", "circle", "square", "on", "background")
 
 
-def _bytes_to_unicode() -> dict[int, str]:
-    """GPT-2/CLIP byte -> printable unicode character table (the standard byte-level BPE alphabet)."""
-    keep = (
-        list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), 256))
-    )
-    chars = list(keep)
-    extra = 0
-    for b in range(256):
-        if b not in keep:
-            keep.append(b)
-            chars.append(256 + extra)
-            extra += 1
-    return {b: chr(c) for b, c in zip(keep, chars, strict=True)}
-
-
 def build_tiny_tokenizer():  # -> transformers.CLIPTokenizer
     """A CLIP tokenizer: the 512 byte tokens, merges spelling ``TINY_WORDS``, the two special tokens."""
     from transformers import CLIPTokenizer
 
-    alphabet = list(_bytes_to_unicode().values())
+    from dragdiff.model.tokenizer import bytes_to_unicode
+
+    alphabet = list(bytes_to_unicode().values())
     vocab_list = alphabet + [c + "</w>" for c in alphabet]
     merges: list[tuple[str, str]] = []
     for word in TINY_WORDS:  # merge left to right: "c a" -> "ca", "ca t</w>" -> "cat</w>"
@@ -67,8 +54,10 @@ def build_tiny_tokenizer():  # -> transformers.CLIPTokenizer
 
 def build_tiny_pipeline(seed: int = 0):  # -> diffusers.StableDiffusionPipeline
     """Random-weight SD-1.x-topology pipeline, fp32 on CPU, deterministic for a given seed."""
-    from diffusers import AutoencoderKL, DDIMScheduler, StableDiffusionPipeline, UNet2DConditionModel
+    from diffusers import AutoencoderKL, StableDiffusionPipeline, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel
+
+    from dragdiff.model.arch import build_scheduler
 
     tokenizer = build_tiny_tokenizer()
     with torch.random.fork_rng(devices=[]):
@@ -110,16 +99,7 @@ def build_tiny_pipeline(seed: int = 0):  # -> diffusers.StableDiffusionPipeline
                 pad_token_id=tokenizer.pad_token_id,
             )
         )
-    scheduler = DDIMScheduler(  # SD-1.5's scheduler settings (SPEC §3)
-        num_train_timesteps=1000,
-        beta_start=0.00085,
-        beta_end=0.012,
-        beta_schedule="scaled_linear",
-        clip_sample=False,
-        set_alpha_to_one=False,
-        steps_offset=1,
-        timestep_spacing="leading",
-    )
+    scheduler = build_scheduler()  # SD-1.5's scheduler settings (SPEC §3), as in the embedded model
     pipe = StableDiffusionPipeline(
         vae=vae,
         text_encoder=text_encoder,
