@@ -49,7 +49,7 @@ OUT=${OUT:-$ROOT/out/multi-gpu}
 BUDGET_S=${BUDGET_S:-420}  # everything this script does, report included
 REPORT_RESERVE_S=25        # kept back from the runs for the report and the archive
 SEED=${SEED:-0}
-SUITES=${SUITES:-gt db}  # "gt" alone skips the DragBench-format runs
+SUITES=${SUITES:-gt db}  # "gt" alone skips the DragBench-format runs; "db" alone trains its own LoRAs
 DETERMINISTIC=${DETERMINISTIC:-1}  # 1: every bench run with --deterministic
 REPEAT=${REPEAT:-1}  # 1: the gt-1gpu-repeat noise-floor stage, if the budget allows
 DET_FLAG=()
@@ -242,13 +242,15 @@ if [ ! -f "$MODEL/model_index.json" ] || [ ! -d "$DB" ]; then
 fi
 
 # most important first: if the budget runs short, what is cut is the DragBench-format N-GPU run
-bench_stage gt 1 "$GT" "$WORK/lora-1gpu"
-bench_stage gt "$NPROC" "$GT" "$WORK/lora-${NPROC}gpu"
+if [[ " $SUITES " == *" gt "* ]]; then
+  bench_stage gt 1 "$GT" "$WORK/lora-1gpu"
+  bench_stage gt "$NPROC" "$GT" "$WORK/lora-${NPROC}gpu"
+fi
 if [[ " $SUITES " == *" db "* ]]; then
   bench_stage db 1 "$DB" "$WORK/lora-1gpu" --dift-model "$MODEL"
   bench_stage db "$NPROC" "$DB" "$WORK/lora-${NPROC}gpu" --dift-model "$MODEL"
 fi
 # the noise floor last: the same configuration as gt-1gpu again, only with what the budget has left
-if [ "$REPEAT" = 1 ]; then
+if [ "$REPEAT" = 1 ] && [[ " $SUITES " == *" gt "* ]]; then
   REPEAT_OF=gt-1gpu bench_stage gt 1 "$GT" "$WORK/lora-1gpu"
 fi
