@@ -52,8 +52,10 @@ def main() -> None:
         for _ in range(3):
             unet(x, t, cond)
         forward = (time.perf_counter() - start) / 3
-    print(f"threads {torch.get_num_threads()} | LoRA step {mean * 1000:.0f} ms (x {cfg.steps} = "
-          f"{mean * cfg.steps:.1f} s) | forward alone, no grad {forward * 1000:.0f} ms")
+    print(
+        f"threads {torch.get_num_threads()} | LoRA step {mean * 1000:.0f} ms (x {cfg.steps} = "
+        f"{mean * cfg.steps:.1f} s) | forward alone, no grad {forward * 1000:.0f} ms"
+    )
     print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=12))
 
 

@@ -3,16 +3,20 @@
 Builds the random-weight SD-1.5-architecture pipeline of ``edit_sd15.py`` (compute does not depend on weight
 values) and times, with the stop rule off so every run does all its iterations:
 
-    first     the first edit of the process, fast path (kernel selection, allocator growth included)
+    first     the first edit of the process, default preset (kernel selection, allocator growth, graph
+              captures included)
     faithful  preset ``faithful`` (reference structure: full UNet forward, peft LoRA branch), warm
-    fast      preset ``dragdiffusion`` = the same hyper-parameters on the fast path, warm, same seed
+    fast      preset ``dragdiffusion`` = the same hyper-parameters on the fast path, warm, same seed, with
+              ``runtime.cuda_graphs=false`` (every kernel launched by the host)
+    graphs    preset ``dragdiffusion`` as it is (the default: fast path + CUDA graphs), warm, same seed,
+              with empty LoRA and inversion caches so it trains and inverts itself
     repeat    a second drag on the same image (another target): LoRA and inverted latent cached
     no-mask   the repeat without a mask: the optimisation runs the truncated UNet forward
-    fast-recipe  preset ``fast`` (LoRA batch 1, autocast "auto"), its own LoRA
+    fast-recipe  preset ``fast`` (LoRA 30 steps at lr 1.5e-3, autocast "auto"), its own LoRA
 
 Each row: per-phase seconds, ms per optimisation iteration, total, peak GPU memory (reset per run). The
-faithful and fast rows are also compared: tracked handles per iteration (supervision-grid px) and the final
-images (LPIPS when its weights are installed, PSNR always).
+faithful and fast rows, and the fast and graphs rows, are also compared: tracked handles per iteration
+(supervision-grid px) and the final images (LPIPS when its weights are installed, PSNR always).
 
     python benchmarks/speed.py --out speed.json                        # GPU (fp16 weights)
     python benchmarks/speed.py --tiny --device cpu --out s.json         # smoke test
@@ -28,6 +32,7 @@ run cut by a timeout still leaves its numbers; the last write has ``"complete": 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import math
 import statistics
@@ -46,6 +51,7 @@ from edit_sd15 import build_pipeline, sync, test_picture  # noqa: E402
 
 from dragdiff.bench.runner import deterministic_mode  # noqa: E402
 from dragdiff.config import EditConfig, parse_override, preset  # noqa: E402
+from dragdiff.diffusion.lora import LoraCache  # noqa: E402
 from dragdiff.editor import DragEditor  # noqa: E402
 from dragdiff.io import atomic_write_json, package_versions  # noqa: E402
 from dragdiff.types import DragInstruction  # noqa: E402
@@ -150,7 +156,8 @@ def configs(overrides: list[str]) -> dict[str, EditConfig]:
     return {
         "first": build("dragdiffusion", FIRST_SEED),
         "faithful": build("faithful", SEED),
-        "fast": build("dragdiffusion", SEED),
+        "fast": build("dragdiffusion", SEED).override(**{"runtime.cuda_graphs": False}),
+        "graphs": build("dragdiffusion", SEED),
         "fast-recipe": build("fast", RECIPE_SEED),
     }
 
@@ -158,12 +165,14 @@ def configs(overrides: list[str]) -> dict[str, EditConfig]:
 ROWS = {  # --only name: (row label, config, which instruction)
     "first": ("first (fast, cold process)", "first", "ins"),
     "faithful": ("faithful (warm)", "faithful", "ins"),
-    "fast": ("fast (warm)", "fast", "ins"),
-    "repeat": ("fast repeat drag (LoRA + z_t cached)", "fast", "other"),
-    "no-mask": ("fast repeat drag, no mask (truncated UNet)", "fast", "unmasked"),
-    "fast-recipe": ("preset fast (LoRA batch 1, auto precision)", "fast-recipe", "ins"),
+    "fast": ("fast, no graphs (warm)", "fast", "ins"),
+    "graphs": ("fast + CUDA graphs = default (warm)", "graphs", "ins"),
+    "repeat": ("default: repeat drag (LoRA + z_t cached)", "graphs", "other"),
+    "no-mask": ("default: repeat drag, no mask (truncated UNet)", "graphs", "unmasked"),
+    "fast-recipe": ("preset fast (LoRA 30 steps, auto precision)", "fast-recipe", "ins"),
 }
-NEEDS = {"repeat": "fast", "no-mask": "fast"}  # a repeat drag is timed after the edit that fills the caches
+# a repeat drag is timed after the edit that fills the caches
+NEEDS = {"repeat": "graphs", "no-mask": "graphs"}
 
 
 def selected(only: str | None) -> list[str]:
@@ -199,6 +208,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-cudnn-benchmark", action="store_true", help="keep cuDNN autotuning off")
     parser.add_argument("--only", default=None, metavar="NAME[,NAME]", help=f"rows: {', '.join(ROWS)}")
     parser.add_argument("--deterministic", action="store_true", help="PyTorch's deterministic settings")
+    parser.add_argument(
+        "--sdpa",
+        default=None,
+        metavar="BACKEND[,BACKEND]",
+        help="SDPA backends in priority order, e.g. CUDNN_ATTENTION,FLASH_ATTENTION (SDPBackend names)",
+    )
     parser.add_argument("--out", default=None, help="write the results as JSON here (after every row)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
@@ -208,17 +223,28 @@ def main(argv: list[str] | None = None) -> int:
     dtypes = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
     dtype = dtypes[args.dtype] if args.dtype else (torch.float16 if device.type == "cuda" else torch.float32)
     torch.backends.cudnn.benchmark = device.type == "cuda" and not args.no_cudnn_benchmark  # both paths
-    with deterministic_mode(args.deterministic) as determinism:  # turns cuDNN autotuning off when on
+    attention: Any = contextlib.nullcontext()
+    if args.sdpa:
+        from torch.nn.attention import SDPBackend, sdpa_kernel
+
+        backends = [getattr(SDPBackend, name.strip()) for name in args.sdpa.split(",")]
+        attention = sdpa_kernel(backends, set_priority=True)
+    with deterministic_mode(args.deterministic) as determinism, attention:  # determinism: no autotuning
         rows, report = run_rows(args, names, device, dtype, determinism)
-    if "faithful (warm)" in rows and "fast (warm)" in rows:
-        report["fast_vs_faithful"] = compare(rows["faithful (warm)"], rows["fast (warm)"])
+    report["sdpa"] = args.sdpa
+    for key, a, b in [
+        ("fast_vs_faithful", ROWS["faithful"][0], ROWS["fast"][0]),
+        ("graphs_vs_fast", ROWS["fast"][0], ROWS["graphs"][0]),
+    ]:
+        if a in rows and b in rows:
+            report[key] = compare(rows[a], rows[b])
     write(args.out, report, rows, complete=True)
     print(f"\n{report['device_name']} | {report['image_size']}px | weights {report['weights_dtype']} "
           f"| load {report['load_s']:.1f} s")  # fmt: skip
     print(table(rows))
-    if "fast_vs_faithful" in report:
-        equivalence = report["fast_vs_faithful"]
-        print("fast vs faithful:", {k: v for k, v in equivalence.items() if k != "lpips_missing"})
+    for key in ("fast_vs_faithful", "graphs_vs_fast"):
+        if key in report:
+            print(f"{key}:", {k: v for k, v in report[key].items() if k != "lpips_missing"})
     if args.out:
         print(f"wrote {args.out}")
     return 0
@@ -276,6 +302,9 @@ def run_rows(
             label, cfg, which = ROWS[name]
             if name == "faithful":  # the faithful structure's own kernels and peft path, untimed
                 editor.edit(image, ins, cfgs["faithful"].override(**short))
+            if name == "graphs":  # the same seed as "fast": it must train and invert again, not reuse
+                editor.lora_cache = LoraCache(Path(cache) / "graphs")
+                editor._inverted.clear()
             log.info("%s ...", label)
             rows[label] = timed(editor, image, instructions[which], cfgs[cfg])
             write(args.out, report, rows, complete=False)

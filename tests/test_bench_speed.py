@@ -31,11 +31,14 @@ def test_tiny_cpu_smoke(tmp_path: Path, capsys, monkeypatch) -> None:
     assert bench.main(argv) == 0
     report = json.loads(out.read_text())
     runs = report["runs"]
-    assert len(runs) == 6 and all(r["iterations"] == 3 for r in runs.values())  # stop rule off
-    repeat = runs["fast repeat drag (LoRA + z_t cached)"]
-    assert repeat["lora_s"] < runs["fast (warm)"]["lora_s"] and repeat["inversion_s"] < 0.1
+    assert len(runs) == 7 and all(r["iterations"] == 3 for r in runs.values())  # stop rule off
+    repeat = runs["default: repeat drag (LoRA + z_t cached)"]
+    graphs = runs["fast + CUDA graphs = default (warm)"]
+    assert repeat["lora_s"] < graphs["lora_s"] and repeat["inversion_s"] < 0.1
     eq = report["fast_vs_faithful"]
     assert eq["max_handle_diff_grid_px"] is not None and eq["max_handle_diff_grid_px"] <= 1.0
+    same = report["graphs_vs_fast"]  # on a CPU the setting changes nothing: the same edit
+    assert same["max_handle_diff_grid_px"] == 0.0 and same["psnr_db"] == float("inf")
     assert report["device_name"] == "cpu" and report["configs"]["faithful"]["runtime"]["fast"] is False
     assert "| faithful (warm) |" in capsys.readouterr().out
     assert report["complete"] is True and report["deterministic"] == {"enabled": False}
@@ -60,9 +63,10 @@ def test_only_some_rows_and_a_cut_run_leaves_the_rows_done(tmp_path: Path, monke
     with pytest.raises(KeyboardInterrupt):
         bench.main(argv)
     cut = json.loads(out.read_text())
-    assert cut["complete"] is False and list(cut["runs"]) == ["fast (warm)"]  # the row done so far
-    assert cut["rows_selected"] == ["fast", "repeat"]  # repeat needs fast's caches: added
-    assert cut["deterministic"]["enabled"] is True and "| fast (warm) |" in cut["table_md"]
+    graphs = "fast + CUDA graphs = default (warm)"
+    assert cut["complete"] is False and list(cut["runs"]) == [graphs]  # the row done so far
+    assert cut["rows_selected"] == ["graphs", "repeat"]  # repeat needs the default row's caches: added
+    assert cut["deterministic"]["enabled"] is True and f"| {graphs} |" in cut["table_md"]
     monkeypatch.setattr(bench, "timed", timed)
     assert bench.main(argv) == 0
     whole = json.loads(out.read_text())

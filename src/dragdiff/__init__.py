@@ -1,9 +1,9 @@
 """dragdiff: point-based (drag) image editing with diffusion models.
 
-    from dragdiff import DragEditor, DragInstruction
-    editor = DragEditor()                       # the embedded default model
-    result = editor.edit(image, DragInstruction.from_pairs([((40, 60), (80, 60))], prompt="a red star"))
-    result.image.save("edited.png")
+from dragdiff import DragEditor, DragInstruction
+editor = DragEditor()                       # the embedded default model
+result = editor.edit(image, DragInstruction.from_pairs([((40, 60), (80, 60))], prompt="a red star"))
+result.image.save("edited.png")
 """
 
 from __future__ import annotations

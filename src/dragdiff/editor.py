@@ -21,7 +21,7 @@ import os
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Generator, Iterator
+from collections.abc import Callable, Generator, Iterator
 from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,6 +36,13 @@ from dragdiff.config import ConfigError, EditConfig, GenerateConfig
 from dragdiff.diffusion.attention import controlled_layers, reference_control
 from dragdiff.diffusion.features import capture_up_block
 from dragdiff.diffusion.generate import GeneratedImage, generate
+from dragdiff.diffusion.graphs import (
+    WARMUP_STEPS,
+    CapturedStep,
+    GraphedForward,
+    graphs_usable,
+    on_side_stream,
+)
 from dragdiff.diffusion.inversion import (
     alpha_at,
     ddim_scheduler,
@@ -393,7 +400,15 @@ class DragEditor:
             self.lora_cache.discard(key)
         side = max(work_image.width, work_image.height)  # crops of the native size (the long side)
         state = yield from train_lora(
-            self.pipe, work_image, prompt, config.lora, side, self._amp(config), config.seed, fast
+            self.pipe,
+            work_image,
+            prompt,
+            config.lora,
+            side,
+            self._amp(config),
+            config.seed,
+            share_encoding=fast,
+            cuda_graphs=self._graphed(config),
         )
         self.lora_cache.put(key, state, config.lora)
         return state
@@ -430,9 +445,12 @@ class DragEditor:
             return latents.clone(), t, list(steps)
         z0 = encode_image(self.pipe, image_to_tensor(prep.work_image))  # (1, 4, h, w) posterior mean × sf
 
-        def eps_fn(z: Tensor, t: int) -> Tensor:
+        def unet_call(z: Tensor, t: int | Tensor) -> Tensor:
             return unet_eps(self.pipe.unet, z, t, prep.cond, amp)
 
+        tag = ("inversion", id(self.pipe.unet), amp, prep.cond.cfg)  # one warm-up per process
+        graphed = self._graphed(config)
+        eps_fn: Callable[..., Tensor] = GraphedForward(unet_call, tag) if graphed else unet_call
         run = invert_steps(scheduler, z0, eps_fn, inv.num_steps, inv.inverted_steps)
         while True:
             try:
@@ -468,52 +486,71 @@ class DragEditor:
 
         Notation: ẑ_t the optimised latent (``z``), F the features on the grid, h_i/g_i handles/targets,
         f_i = F⁰ at the original handles (``reference``), x⁰_{t-1} the DDIM step from the un-optimised z_t.
+        With CUDA graphs an iteration is replayed whole (forward, tracking, loss, backward, Adam step), so the
+        stop rule is read after the update and a stopping iteration's update is undone (ẑ_t restored).
         """
         drag, sched, every = config.drag, self.pipe.scheduler, config.runtime.preview_every
-        a_t, a_prev = alpha_at(sched, t).item(), alpha_at(sched, previous_timestep(sched, t)).item()
+        graphed = self._graphed(config) and not every  # previews need the host inside an iteration: eager
+        device = self.device
+        # device tensors when graphed: a capture may not copy host values to the device
+        alphas = alpha_at(sched, t).item(), alpha_at(sched, previous_timestep(sched, t)).item()
+        a_t: float | Tensor = alphas[0]
+        a_prev: float | Tensor = alphas[1]
+        t_in: int | Tensor = t
+        if graphed:
+            a_t, a_prev = (torch.full((), a, device=device) for a in alphas)
+            t_in = torch.full((), t, dtype=torch.long, device=device)
         pred_type = sched.config.prediction_type
         masked = prep.mask is not None  # ε is needed only for the mask term (and previews)
-        with torch.no_grad():
-            f0, eps0 = self._features(z_t, t, prep, config, need_eps=masked)  # F⁰ (1, C, H'', W''), ε
-        reference = features_at(f0, prep.handles)  # (N, C) f_i
-        x_prev_ref = ddim_transfer(z_t, eps0, a_t, a_prev, pred_type) if eps0 is not None and masked else None
+        ref: dict[str, Tensor] = {}  # "f": f_i (N, C) = F⁰ at the original handles; "x": x⁰_{t-1} (masked)
+
+        def keep_references(f0: Tensor, eps0: Tensor | None) -> None:
+            ref["f"] = features_at(f0, prep.handles)  # (N, C) f_i
+            if eps0 is not None and masked:
+                ref["x"] = ddim_transfer(z_t, eps0, a_t, a_prev, pred_type)
+
+        if not config.runtime.fast:  # the reference's own no-grad forward for F⁰ and ε⁰
+            with torch.no_grad():
+                keep_references(*self._features(z_t, t_in, prep, config, need_eps=masked))
         z = z_t.detach().float().clone().requires_grad_(True)  # ẑ_t, the fp32 leaf
-        optimiser = torch.optim.Adam([z], lr=drag.lr)
-        reader = _HostReader(self.device, overlap=config.runtime.fast)
-        handles, frames, stopped, converged, iterations = prep.handles, [], False, False, 0
-        for it in range(drag.max_iterations):
-            if stop.is_set():
-                stopped = True
-                break
-            preview_due = bool(every) and (it + 1) % every == 0
-            feats, eps = self._features(z, t, prep, config, need_eps=masked or preview_due)
-            if it > 0:
-                handles = track_points(feats, reference, handles, drag.r_p)  # Eq. 4
+        # fused on CUDA (its step count on the device): the same in a CUDA graph as eagerly
+        on_cuda = device.type == "cuda"
+        optimiser = torch.optim.Adam([z], lr=drag.lr, fused=on_cuda, capturable=on_cuda)
+
+        def forward(handles: Tensor, track: bool, need_eps: bool) -> tuple[Tensor, Tensor, Tensor | None]:
+            """Features, tracking (Eq. 4), stop rule, loss (Eq. 3 + mask term) at the current ẑ_t.
+            Returns (report = [all done, loss, handles (row, col)...], loss, ε or None)."""
+            feats, eps = self._features(z, t_in, prep, config, need_eps=need_eps)
+            if not ref:  # fast path, first iteration: ẑ_t = z_t, so this forward gives F⁰ and ε⁰ (the mask
+                # term is then |x - x| = 0 with a zero gradient, as with a separate forward)
+                keep_references(feats.detach(), eps.detach() if eps is not None else None)
+            if track:
+                handles = track_points(feats, ref["f"], handles, drag.r_p)  # Eq. 4
             done = reached(handles, prep.targets, drag.stop_distance)  # (N,) bool
             loss = motion_loss(feats, handles, prep.targets, drag.r_m, active=~done)  # Eq. 3
-            if x_prev_ref is not None and eps is not None and prep.mask is not None:
+            if "x" in ref and eps is not None and prep.mask is not None:
                 x_prev = ddim_transfer(z, eps, a_t, a_prev, pred_type)
-                loss = loss + mask_term(x_prev, x_prev_ref, prep.mask, drag.lam)
-            # the one host read of the iteration: [all done, loss, handles (row, col)...]; the fast path
-            # queues the backward before waiting for it (unused if the stop rule fires: ẑ_t is not updated)
-            reader.start(
-                torch.cat([done.all().float().view(1), loss.detach().float().view(1), handles.flatten()])
-            )
-            optimiser.zero_grad(set_to_none=True)
-            if reader.overlap:
-                loss.backward()
-            host = reader.wait()
-            if host[0] > 0:  # stop rule, checked before the update (SPEC §4)
-                converged = True
+                loss = loss + mask_term(x_prev, ref["x"], prep.mask, drag.lam)
+            report = torch.cat([done.all().float().view(1), loss.detach().float().view(1), handles.flatten()])
+            return report, loss, eps
+
+        if graphed:
+            n = drag.max_iterations
+            run = self._graphed_iterations(z, prep.handles, optimiser, forward, masked, n, stop)
+        else:
+            run = self._eager_iterations(z, prep.handles, optimiser, forward, masked, config, stop)
+        frames: list[tuple[Image.Image, tuple[Point, ...]]] = []
+        handles, stopped, converged, iterations = prep.handles, False, False, 0
+        for it, host, eps, status in run:
+            handles = host[2:].view(-1, 2)
+            if status != "step":
+                stopped, converged = status == "stopped", status == "converged"
                 break
-            if not reader.overlap:
-                loss.backward()
-            optimiser.step()
             iterations = it + 1
-            points = self._grid_to_points(host[2:].view(-1, 2), prep)
+            points = self._grid_to_points(handles, prep)
             preview = None
-            if preview_due and eps is not None:
-                preview = self._preview(z.detach(), eps.detach(), a_t, pred_type, prep)
+            if eps is not None and every and (it + 1) % every == 0:
+                preview = self._preview(z.detach(), eps.detach(), float(a_t), pred_type, prep)
                 frames.append((preview, points))
             yield ProgressEvent(
                 phase="drag",
@@ -533,8 +570,98 @@ class DragEditor:
             previews=frames,
         )
 
+    def _eager_iterations(
+        self,
+        z: Tensor,
+        handles: Tensor,
+        optimiser: torch.optim.Optimizer,
+        forward: Any,
+        masked: bool,
+        config: EditConfig,
+        stop: threading.Event,
+    ) -> Iterator[tuple[int, Tensor, Tensor | None, str]]:
+        """The optimisation loop run op by op: yields (iteration, host report, ε, status) per iteration;
+        status "step" after an update, "converged" (stop rule, no update) or "stopped" (the stop flag)."""
+        every = config.runtime.preview_every
+        reader = _HostReader(self.device, overlap=config.runtime.fast)
+        host = torch.cat([torch.zeros(2), handles.detach().float().cpu().flatten()])
+        for it in range(config.drag.max_iterations):
+            if stop.is_set():
+                yield it, host, None, "stopped"
+                return
+            preview_due = bool(every) and (it + 1) % every == 0
+            report, loss, eps = forward(handles, it > 0, masked or preview_due)
+            # the one host read of the iteration; the fast path queues the backward before waiting for it
+            # (unused if the stop rule fires: ẑ_t is not updated)
+            reader.start(report)
+            optimiser.zero_grad(set_to_none=True)
+            if reader.overlap:
+                loss.backward()
+            host = reader.wait()
+            handles = report[2:].detach().view(-1, 2)
+            if host[0] > 0:  # stop rule, checked before the update (SPEC §4)
+                yield it, host, None, "converged"
+                return
+            if not reader.overlap:
+                loss.backward()
+            optimiser.step()
+            yield it, host, eps, "step"
+
+    def _graphed_iterations(
+        self,
+        z: Tensor,
+        handles: Tensor,
+        optimiser: torch.optim.Optimizer,
+        forward: Any,
+        masked: bool,
+        max_iterations: int,
+        stop: threading.Event,
+    ) -> Iterator[tuple[int, Tensor, Tensor | None, str]]:
+        """``_eager_iterations`` with each iteration from the first tracked one on as one CUDA graph.
+
+        The first ``WARMUP_STEPS`` iterations (at least iteration 0: no tracking, and it sets the references)
+        run eagerly on a side stream, then the iteration is captured and replayed. Every iteration updates
+        ẑ_t; when the report says the stop rule fired, the update is undone from the copy the iteration
+        kept, which leaves ẑ_t as the eager loop leaves it.
+        """
+        current = handles.detach().clone()  # (N, 2) the tracked handles, updated in place
+        z_before = torch.empty_like(z)
+        reader = _HostReader(self.device, overlap=True)
+        host = torch.cat([torch.zeros(2), handles.detach().float().cpu().flatten()])
+
+        def iteration(track: bool) -> Tensor:
+            z_before.copy_(z.detach())
+            report, loss, _ = forward(current, track, masked)
+            optimiser.zero_grad(set_to_none=True)
+            loss.backward()
+            optimiser.step()
+            current.copy_(report[2:].view(-1, 2))
+            return report
+
+        captured: CapturedStep | None = None
+        for it in range(max_iterations):
+            if stop.is_set():
+                yield it, host, None, "stopped"
+                return
+            if captured is None:
+                report = on_side_stream(lambda: iteration(track=it > 0))  # noqa: B023 (called now)
+            else:
+                report = captured()
+            reader.start(report)
+            if captured is None and max(WARMUP_STEPS, 1) <= it + 1 < max_iterations:
+                # capture the next iterations while the GPU still runs this one
+                optimiser.zero_grad(set_to_none=True)  # the graph allocates its own gradient
+                captured = CapturedStep(lambda: iteration(track=True))
+            host = reader.wait()
+            if host[0] > 0:  # the stop rule fired before this update: undo it (SPEC §4)
+                with torch.no_grad():
+                    z.copy_(z_before)
+                yield it, host, None, "converged"
+                return
+            yield it, host, None, "step"
+
     def _features(
-        self, z: Tensor, t: int, prep: _Prepared, config: EditConfig, need_eps: bool = True
+        self, z: Tensor, t: int | Tensor, prep: _Prepared, config: EditConfig, need_eps: bool = True
     ) -> tuple[Tensor, Tensor | None]:
         """One UNet forward: (features on the supervision grid (1, C, H'', W''), ε (1, 4, h, w) or None).
 
@@ -567,11 +694,19 @@ class DragEditor:
         amp = self._amp(config)
         z = torch.cat([z_src, z_edit]).float()  # (2, 4, h, w): [source, edited]
         control = reference_control(unet, den.control_levels) if den.reference_control else nullcontext(None)
+
+        def unet_call(z: Tensor, t: int | Tensor, controlled: bool = False) -> Tensor:
+            return unet_eps(unet, z, t, prep.cond, amp)  # [src, edit] pairs, x2 with guidance
+
+        # graphed: one graph per state of the control switch (``controlled`` is the graph's key)
+        tag = ("denoise", id(unet), amp, den.control_levels, prep.cond.cfg)
+        graphed = self._graphed(config)
+        eps_fn: Callable[..., Tensor] = GraphedForward(unet_call, tag) if graphed else unet_call
         with control as switch, torch.no_grad():
             for i, t in enumerate(steps):
                 if switch is not None:
                     switch.enabled = i >= den.control_from_step
-                eps = unet_eps(unet, z, t, prep.cond, amp)  # [src, edit] pairs, x2 with guidance
+                eps = eps_fn(z, t, switch is not None and switch.enabled)
                 z = sched.step(eps, t, z).prev_sample
                 yield ProgressEvent(phase="denoise", step=i + 1, total=len(steps))
         return z
@@ -583,6 +718,10 @@ class DragEditor:
         return image if image.size == (w, h) else image.resize((w, h), Image.Resampling.BICUBIC)
 
     # --- helpers ---------------------------------------------------------------------------------------
+
+    def _graphed(self, config: EditConfig) -> bool:
+        """Whether this edit replays its loops as CUDA graphs (fast path, CUDA, ``runtime.cuda_graphs``)."""
+        return config.runtime.fast and graphs_usable(self.device, config.runtime.cuda_graphs)
 
     def _amp(self, config: EditConfig) -> torch.dtype | None:
         """Autocast dtype for UNet calls: None = run in the UNet's own dtype (fp32 maths on CPU)."""
@@ -716,20 +855,44 @@ class _HostReader:
 
 
 class _Clock:
-    """Wall-clock seconds per phase (synchronising CUDA so GPU work is counted where it happens)."""
+    """Seconds per phase and in all.
+
+    On CUDA a lap records an event instead of synchronising, so the host can queue the next phase (capture
+    its CUDA graphs, launch its first kernels) while the GPU finishes the last one; a phase's seconds are
+    then measured on the GPU's timeline (from the event ending the phase before to the one ending it), and
+    ``total`` is wall-clock time once everything has finished. Elsewhere laps are wall-clock.
+    """
 
     def __init__(self, device: torch.device) -> None:
         self.device = device
         self.laps: dict[str, float] = {}
+        self._events: list[tuple[str, Any]] = []
+        self._total: float | None = None
         self._last = self._start = time.perf_counter()
+        if device.type == "cuda":
+            self._events.append(("", self._event()))
+
+    def _event(self) -> Any:
+        event = torch.cuda.Event(enable_timing=True)
+        event.record(torch.cuda.current_stream(self.device))
+        return event
 
     def lap(self, name: str) -> None:
         if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
+            self._events.append((name, self._event()))
+            return
         now = time.perf_counter()
         self.laps[name] = now - self._last
         self._last = now
 
     def totals(self) -> dict[str, float]:
-        """Seconds per phase, plus ``total`` since the clock started."""
-        return {**self.laps, "total": self._last - self._start}
+        """Seconds per phase, plus ``total`` since the clock started (the first call fixes the numbers)."""
+        if self._total is None:
+            if self.device.type == "cuda":
+                torch.cuda.synchronize(self.device)
+                for (_, a), (name, b) in zip(self._events, self._events[1:], strict=False):
+                    self.laps[name] = a.elapsed_time(b) / 1000
+                self._total = time.perf_counter() - self._start
+            else:
+                self._total = self._last - self._start
+        return {**self.laps, "total": self._total}

@@ -24,6 +24,7 @@ import tempfile
 from collections import OrderedDict
 from collections.abc import Generator, Iterator
 from contextlib import contextmanager, nullcontext
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +34,12 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from dragdiff.config import LoraConfig
+from dragdiff.diffusion.graphs import (
+    WARMUP_STEPS,
+    CapturedStep,
+    graphs_usable,
+    on_side_stream,
+)
 from dragdiff.diffusion.inversion import encode_prompt, image_to_tensor
 from dragdiff.types import ProgressEvent
 
@@ -302,32 +309,56 @@ def train_lora(
     autocast_dtype: torch.dtype | None = None,
     seed: int = 0,
     share_encoding: bool = False,
+    cuda_graphs: bool = False,
 ) -> Generator[ProgressEvent, None, LoraState]:
     """Fit the identity LoRA to ``image`` (PIL, work size); yields one event per step, returns the weights.
 
     ``side`` is the crop size of the augmentations (the model's native size); ``seed`` (``EditConfig.seed``)
-    seeds every random draw. ``share_encoding`` VAE-encodes each distinct crop once (the fast path). The
-    adapter is removed again before this returns; install the returned weights with
+    seeds every random draw. ``share_encoding`` VAE-encodes each distinct crop once (the fast path).
+    ``cuda_graphs`` (on CUDA) replays the step (forward, loss, backward, AdamW) as one CUDA graph, captured
+    after one eager step; on CUDA AdamW is always the fused one, so both compute the same weights.
+    The adapter is removed again before this returns; install the returned weights with
     ``lora_adapter(unet, cfg, state)`` or ``merged_lora(unet, cfg, state)``.
     """
     unet, vae, scheduler = pipe.unet, pipe.vae, pipe.scheduler
     device = unet.device
+    graphed = graphs_usable(device, cuda_graphs)
     gen = torch.Generator().manual_seed(seed)  # CPU generator: same draws on every device
     pixels = resize_short_side(image_to_tensor(image), side)  # (1, 3, H', W') in [-1, 1]
     encoder = _CropEncoder(vae, pixels, side, share_encoding)
     cond = encode_prompt(pipe, prompt).expand(cfg.batch_size, -1, -1)  # (B, L, D)
     t_max = scheduler.config.num_train_timesteps
     unet.requires_grad_(False)
-    amp = torch.autocast(device.type, dtype=autocast_dtype) if autocast_dtype else nullcontext()
+    epsilon = scheduler.config.prediction_type == "epsilon"
     with lora_adapter(unet, cfg, generator=gen) as params:
         for p in params:
             p.requires_grad_(True)
-        opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+        # on CUDA the fused AdamW: a few kernels for all the adapter's tensors instead of hundreds (the
+        # foreach one was 1/6 of a step's GPU time: benchmarks/profile_gpu.py); its step count lives on the
+        # device (capturable), so it runs the same in a CUDA graph as eagerly
+        on_cuda = device.type == "cuda"
+        opt = torch.optim.AdamW(
+            params, lr=cfg.lr, weight_decay=cfg.weight_decay, fused=on_cuda, capturable=on_cuda
+        )
+
+        def train_step(noisy: Tensor, t: Tensor, target: Tensor) -> Tensor:
+            """One optimiser step on a batch; returns the loss (0-dim, on the device)."""
+            amp = torch.autocast(device.type, dtype=autocast_dtype) if autocast_dtype else nullcontext()
+            with amp:
+                pred = unet(noisy.to(unet.dtype) if autocast_dtype is None else noisy, t, cond).sample
+            loss = F.mse_loss(pred.float(), target.float())
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            return loss.detach()
+
         lat = side // pipe.vae_scale_factor
         latent_shape = (cfg.batch_size, vae.config.latent_channels, lat, lat)  # (B, 4, h, w)
         draws = _draw_all(cfg, pixels, side, latent_shape, vae.dtype, t_max, gen)
         posterior_noise, noises, timesteps = (x.to(device) for x in draws[1:])  # one copy each
         pending: Tensor | None = None  # the previous step's loss, read once the next step is queued
+        captured: CapturedStep | None = None
+        inputs: tuple[Tensor, ...] = ()  # the graph's static (noisy, t, target)
         for step in range(cfg.steps):
             with torch.no_grad():
                 posterior = encoder.posterior(draws[0][step])
@@ -335,22 +366,27 @@ def train_lora(
                 z0 = z0 * vae.config.scaling_factor  # (B, 4, h, w)
             noise, t = noises[step], timesteps[step]  # (B, 4, h, w), (B,) t ~ U{0..T-1}
             noisy = scheduler.add_noise(z0, noise, t)
-            target = (
-                noise
-                if scheduler.config.prediction_type == "epsilon"
-                else scheduler.get_velocity(z0, noise, t)
-            )
-            with amp:
-                pred = unet(noisy.to(unet.dtype) if autocast_dtype is None else noisy, t, cond).sample
-            loss = F.mse_loss(pred.float(), target.float())
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
+            target = noise if epsilon else scheduler.get_velocity(z0, noise, t)
+            if not graphed:
+                loss = train_step(noisy, t, target)
+            elif step < max(WARMUP_STEPS, 1):  # at least one: it creates AdamW's state, which a capture
+                # would record as kernels (zeroing the moments at every replay) rather than run once
+                loss = on_side_stream(lambda: train_step(noisy, t, target))  # noqa: B023 (called now)
+            else:
+                if captured is None:
+                    inputs = (noisy.clone(), t.clone(), target.clone())
+                    opt.zero_grad(set_to_none=True)  # the graph allocates its own gradients
+                    captured = CapturedStep(partial(train_step, *inputs))
+                else:
+                    for static, value in zip(inputs, (noisy, t, target), strict=True):
+                        static.copy_(value)
+                loss = captured().clone()
             if pending is not None:
                 yield ProgressEvent(phase="lora", step=step, total=cfg.steps, loss=float(pending))
-            pending = loss.detach()
+            pending = loss
         if pending is not None:
             yield ProgressEvent(phase="lora", step=cfg.steps, total=cfg.steps, loss=float(pending))
+        del captured, inputs
         state = adapter_state(unet)
     unet.requires_grad_(False)
     return state

@@ -39,10 +39,13 @@ class Conditioning:
         return torch.cat([self.uncond.expand(batch, -1, -1), c])
 
 
-def unet_eps(unet: Any, z: Tensor, t: int, cond: Conditioning, amp: torch.dtype | None = None) -> Tensor:
+def unet_eps(
+    unet: Any, z: Tensor, t: int | Tensor, cond: Conditioning, amp: torch.dtype | None = None
+) -> Tensor:
     """ε (B, 4, h, w) in fp32 for latents z at timestep t, guidance-combined when ``cond.cfg``.
 
-    ``amp`` runs the UNet under autocast in that dtype (e.g. fp16 on CUDA); None casts z to the UNet's dtype.
+    ``t`` is an int or a 0-dim integer tensor on the device (as a CUDA graph needs it). ``amp`` runs the UNet
+    under autocast in that dtype (e.g. fp16 on CUDA); None casts z to the UNet's dtype.
     """
     x, ctx = _unet_input(unet, z, cond, amp)  # (B or 2B, 4, h, w)
     with ctx:
@@ -55,7 +58,7 @@ def unet_eps(unet: Any, z: Tensor, t: int, cond: Conditioning, amp: torch.dtype 
 
 
 def unet_features(
-    unet: Any, z: Tensor, t: int, cond: Conditioning, index: int, amp: torch.dtype | None = None
+    unet: Any, z: Tensor, t: int | Tensor, cond: Conditioning, index: int, amp: torch.dtype | None = None
 ) -> Tensor:
     """``unet.up_blocks[index]``'s output (B or 2B, C, h, w) from a forward that stops there (no ε).
 

@@ -20,7 +20,10 @@ PREDICTION_TYPES: tuple[str, ...] = ("epsilon", "v_prediction", "sample")
 def _coefficients(alpha: Tensor | float, like: Tensor) -> tuple[Tensor, Tensor]:
     """(√ᾱ, √(1-ᾱ)) in ``like``'s dtype, computed in at least fp32; a 1-D ᾱ gives one value per batch item."""
     work = torch.promote_types(like.dtype, torch.float32)
-    a = torch.as_tensor(alpha).to(device=like.device, dtype=work)
+    if isinstance(alpha, Tensor):
+        a = alpha.to(device=like.device, dtype=work)
+    else:  # a fill on the device (no host copy, so it can run in a CUDA graph), rounded as as_tensor would
+        a = torch.full((), alpha, dtype=torch.get_default_dtype(), device=like.device).to(work)
     if a.dim() == 1 and a.numel() > 1:  # one alpha per batch item
         a = a.reshape(-1, *([1] * (like.dim() - 1)))  # (B, 1, 1, 1)
     return a.sqrt().to(like.dtype), (1 - a).sqrt().to(like.dtype)

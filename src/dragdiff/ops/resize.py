@@ -25,10 +25,11 @@ def bilinear_matrix(
     dst = torch.arange(out_size, dtype=acc, device=device)  # (out,)
     if align_corners:
         span = in_size - 1 if out_size > 1 else 0
-        scale = torch.tensor(span, dtype=acc, device=device) / max(out_size - 1, 1)
+        scale = torch.full((), span, dtype=acc, device=device) / max(out_size - 1, 1)
         src = dst * scale
     else:
-        scale_t = torch.tensor(in_size, dtype=acc, device=device) / out_size  # rounded in acc, like C++
+        # (torch.full, not torch.tensor: a fill on the device, no host copy, so it can run in a CUDA graph)
+        scale_t = torch.full((), in_size, dtype=acc, device=device) / out_size  # rounded in acc, like C++
         # scale·(dst+½) - ½ is one fused multiply-add in PyTorch's kernels: exact in float64, rounded once
         src = (scale_t.double() * (dst.double() + 0.5) - 0.5).to(acc).clamp_min(0)
     i0 = src.floor().clamp_max(in_size - 1)  # (out,)

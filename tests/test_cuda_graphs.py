@@ -1,0 +1,162 @@
+"""CUDA graphs (``runtime.cuda_graphs``, issue #6) replay the eager computation: same edit, same LoRA.
+
+These need a CUDA device and are opt-in: ``pytest -m gpu tests/test_cuda_graphs.py`` (the GPU machine runs
+them: docs/performance.md); the default run keeps only the configuration check. The tiny pipeline in fp32
+and PyTorch's deterministic settings keep the comparison exact: a graph replays the eager loop's kernels,
+and on CUDA both use the fused Adam/AdamW.
+"""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import build_tiny_pipeline, make_test_image
+from dragdiff.bench.runner import deterministic_mode
+from dragdiff.config import ConfigError, EditConfig, LoraConfig, RuntimeConfig
+from dragdiff.diffusion.graphs import GraphedForward, graphs_usable
+from dragdiff.diffusion.lora import train_lora
+from dragdiff.diffusion.unet import Conditioning, unet_eps
+from dragdiff.editor import DragEditor
+from dragdiff.types import DragInstruction
+
+
+def cuda(test):  # opt-in (pytest -m gpu), and skipped where there is no CUDA device
+    skip = pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a CUDA device")
+    return pytest.mark.gpu(skip(test))
+
+
+CASE = EditConfig().override(
+    **{
+        "lora.steps": 8,  # > the 2 warm-up steps: the graph is captured and replayed
+        "lora.batch_size": 2,
+        "lora.rank": 4,
+        "inversion.num_steps": 10,
+        "drag.max_iterations": 10,
+        "drag.stop_distance": 0.0,  # every iteration runs: the trajectories have the same length
+    }
+)
+
+
+def test_cuda_graphs_setting() -> None:
+    assert RuntimeConfig().cuda_graphs  # on by default (it only acts on CUDA)
+    with pytest.raises(ConfigError, match="runtime.cuda_graphs"):
+        RuntimeConfig(cuda_graphs="yes")  # type: ignore[arg-type]
+    assert not graphs_usable(torch.device("cpu"), True)
+
+
+@pytest.fixture(scope="module")
+def gpu_pipe():
+    with deterministic_mode():
+        yield build_tiny_pipeline().to("cuda")
+
+
+@pytest.fixture(autouse=True)
+def deterministic(request):
+    """Every GPU test runs under the benchmark's deterministic settings (which graphs must support too)."""
+    if "gpu_pipe" not in request.fixturenames:
+        yield
+        return
+    with deterministic_mode():
+        yield
+
+
+@cuda
+def test_graphed_forward_replays_the_eager_forward(gpu_pipe) -> None:
+    unet = gpu_pipe.unet
+    gen = torch.Generator().manual_seed(0)
+    length, dim = gpu_pipe.tokenizer.model_max_length, gpu_pipe.text_encoder.config.hidden_size
+    cond = Conditioning(torch.randn((1, length, dim), generator=gen).cuda())
+    graphed = GraphedForward(lambda z, t: unet_eps(unet, z, t, cond))
+    for i, t in enumerate([901, 601, 301, 1]):  # warm-up, capture, replays, each at another z and t
+        z = torch.randn((1, 4, 16, 16), generator=gen).cuda()
+        with torch.no_grad():
+            want = unet_eps(unet, z, t, cond)
+        got = graphed(z, t)
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6, msg=f"call {i}, t={t}")
+    assert len(graphed._graphs) == 1
+
+
+@cuda
+def test_graphed_lora_training_matches_eager(gpu_pipe) -> None:
+    image = make_test_image(64, 64)
+    cfg = LoraConfig(steps=8, batch_size=2, rank=4)
+    states = []
+    # eager; graphed after one eager step; graphed again: this process is warm, so captured at step 0
+    for graphs in (False, True, True):
+        run = train_lora(gpu_pipe, image, "a cat", cfg, 64, seed=3, cuda_graphs=graphs)
+        losses = []
+        while True:
+            try:
+                losses.append(next(run).loss)
+            except StopIteration as done:
+                states.append((done.value, losses))
+                break
+    eager, eager_losses = states[0]
+    assert any(v.abs().max() > 0 for k, v in eager.items() if "lora_B" in k)  # it trained
+    for graphed, graphed_losses in states[1:]:
+        assert len(graphed_losses) == len(eager_losses) == 8
+        np.testing.assert_allclose(graphed_losses, eager_losses, rtol=1e-6)
+        assert set(graphed) == set(eager)
+        for key in eager:
+            torch.testing.assert_close(graphed[key], eager[key], rtol=1e-6, atol=1e-8, msg=key)
+
+
+def _trajectory(editor: DragEditor, image, ins: DragInstruction, cfg: EditConfig):
+    run = editor.iter_edit(image, ins, cfg)
+    tracked = [[p.as_tuple() for p in e.handles] for e in run if e.phase == "drag"]
+    assert run.result is not None
+    return run.result, np.array(tracked)
+
+
+@cuda
+@pytest.mark.parametrize("mask", [False, True], ids=["truncated (no mask)", "full forward (mask)"])
+def test_graphed_edit_matches_eager(gpu_pipe, tmp_path, mask: bool) -> None:
+    image = make_test_image()
+    m = np.zeros((44, 60), dtype=bool)
+    m[6:40, 6:56] = True
+    ins = DragInstruction.from_pairs([((21, 22), (44, 22))], mask=m if mask else None, prompt="a cat")
+    off = CASE.override(**{"runtime.cuda_graphs": False})
+    eager, eager_track = _trajectory(DragEditor(gpu_pipe, lora_cache_dir=tmp_path / "a"), image, ins, off)
+    editor = DragEditor(gpu_pipe, lora_cache_dir=tmp_path / "b")  # its own LoRA and inversion
+    graphed, graphed_track = _trajectory(editor, image, ins, CASE)
+    assert graphed_track.shape == eager_track.shape == (10, 1, 2)
+    assert np.array_equal(graphed_track, eager_track)
+    assert graphed.final_handles == eager.final_handles
+    a = np.asarray(eager.image, dtype=np.float32)
+    b = np.asarray(graphed.image, dtype=np.float32)
+    assert np.abs(a - b).max() <= 1  # 8-bit levels
+
+
+@cuda
+def test_graphed_loop_undoes_the_update_of_the_iteration_that_stops(gpu_pipe, tmp_path) -> None:
+    """The stop rule fires inside a replayed iteration: ẑ_t and the count end as in the eager loop."""
+    editor = DragEditor(gpu_pipe, lora_cache_dir=tmp_path)
+    config = CASE
+    results = []
+    for graphed in (False, True):
+        z = torch.linspace(-1, 1, 64, device="cuda").view(1, 1, 8, 8).clone().requires_grad_(True)
+        target = torch.zeros_like(z)
+        counter = torch.zeros((), device="cuda")
+        handles = torch.tensor([[3.0, 4.0]], device="cuda")
+
+        def forward(h, track, need_eps, z=z, target=target, counter=counter):
+            counter.add_(1)  # done from the 6th call on (iteration 5)
+            loss = ((z - target) ** 2).sum()
+            done = (counter >= 6).float().view(1)
+            return torch.cat([done, loss.detach().view(1), (h + 1).flatten()]), loss, None
+
+        opt = torch.optim.Adam([z], lr=0.1, fused=True, capturable=True)  # as the editor's on CUDA
+        stop = threading.Event()
+        if graphed:
+            run = editor._graphed_iterations(z, handles, opt, forward, False, 10, stop)
+        else:
+            run = editor._eager_iterations(z, handles, opt, forward, False, config, stop)
+        statuses = [(it, status) for it, _, _, status in run]
+        results.append((statuses, z.detach().clone()))
+    (eager_status, eager_z), (graphed_status, graphed_z) = results
+    assert eager_status == graphed_status == [(i, "step") for i in range(5)] + [(5, "converged")]
+    torch.testing.assert_close(graphed_z, eager_z, rtol=1e-6, atol=1e-7)
