@@ -160,3 +160,21 @@ def test_graphed_loop_undoes_the_update_of_the_iteration_that_stops(gpu_pipe, tm
     (eager_status, eager_z), (graphed_status, graphed_z) = results
     assert eager_status == graphed_status == [(i, "step") for i in range(5)] + [(5, "converged")]
     torch.testing.assert_close(graphed_z, eager_z, rtol=1e-6, atol=1e-7)
+
+
+@cuda
+@pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs a second CUDA device")
+def test_graphed_edit_on_a_device_that_is_not_the_current_one(tmp_path) -> None:
+    """An editor on cuda:1 in a process whose current device is cuda:0 captures its graphs on cuda:1."""
+    torch.cuda.set_device(0)
+    image = make_test_image()
+    ins = DragInstruction.from_pairs([((21, 22), (44, 22))], prompt="a cat")
+    off = CASE.override(**{"runtime.cuda_graphs": False})
+    with deterministic_mode():
+        pipe = build_tiny_pipeline().to("cuda:1")
+        a, b = (DragEditor(pipe, lora_cache_dir=tmp_path / name) for name in "ab")
+        eager, eager_track = _trajectory(a, image, ins, off)
+        graphed, graphed_track = _trajectory(b, image, ins, CASE)
+    assert torch.cuda.current_device() == 0
+    assert np.array_equal(graphed_track, eager_track)
+    assert np.abs(np.asarray(eager.image, np.float32) - np.asarray(graphed.image, np.float32)).max() <= 1

@@ -218,8 +218,8 @@ def test_saved_latents_get_a_plain_file_mode_and_leave_no_temp_files(editor: Dra
 @pytest.mark.parametrize(
     ("weights", "device", "precision", "want"),
     [
-        (torch.float16, "cuda", "auto", torch.float16),  # half weights: their own dtype
-        (torch.bfloat16, "cuda", "auto", torch.bfloat16),
+        (torch.float16, "cuda", "auto", None),  # half weights: run natively in their dtype, no autocast
+        (torch.bfloat16, "cuda", "auto", None),
         (torch.float32, "cuda", "auto", torch.bfloat16),  # fp32 weights on CUDA: bf16
         (torch.float32, "cpu", "auto", None),
         (torch.float16, "cuda", "fp32", torch.float16),

@@ -144,8 +144,9 @@ class GenerateConfig:
 class RuntimeConfig:
     """How the edit runs (not what it computes, up to the stated tolerance of the fast path)."""
 
-    # faithful path: fp32 latent/maths. "auto" on CUDA: autocast to the UNet's dtype when its weights are
-    # half, bf16 over fp32 weights; on CPU the same as "fp32".
+    # faithful path: fp32 latent/maths, the UNet under autocast to its weights' dtype. "auto" on CUDA: half
+    # weights run in their own dtype without autocast (as diffusers' pipelines run), fp32 weights under bf16
+    # autocast; on CPU the same as "fp32".
     precision: Precision = "fp32"
     preview_every: int = 0  # decode a preview every N optimisation iterations (0 = never)
     # The fast path (issue #6; docs/performance.md). It changes how the edit runs, not what it computes:
@@ -284,9 +285,9 @@ PRESETS: dict[str, EditConfig] = {
     # branch, no latent cache): the baseline that the fast path is checked and timed against.
     "faithful": EditConfig(runtime=RuntimeConfig(fast=False)),
     # Opt-in speed recipe: the identity LoRA in 30 steps instead of 80 (batch 4, lr 1.5e-3: the same
-    # steps × lr as SPEC §2's 80 × 5e-4) and autocast "auto" (bf16 on CUDA over fp32 weights). Not SPEC §2's
-    # recipe; on the 16-sample ground-truth suite its identity holds (IF 0.751 vs 0.725, handle error 20.5 vs
-    # 17.9 px against a seed-to-seed spread of 6 px: docs/performance.md), at 3/8 of the LoRA's compute.
+    # steps × lr as SPEC §2's 80 × 5e-4) and precision "auto". Not SPEC §2's recipe; on the 16-sample
+    # ground-truth suite its identity holds (IF 0.749 vs 0.725, handle error 22.7 vs 17.9–23.9 px over two
+    # seeds of the SPEC recipe: docs/performance.md), at 3/8 of the LoRA's compute.
     "fast": EditConfig(lora=LoraConfig(steps=30, lr=1.5e-3), runtime=RuntimeConfig(precision="auto")),
 }
 

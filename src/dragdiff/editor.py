@@ -233,7 +233,7 @@ class DragEditor:
     def _prepare_lora_steps(
         self, image: Image.Image, prompt: str, config: EditConfig
     ) -> Iterator[ProgressEvent]:
-        with self._busy:
+        with self._busy, self._on_device():
             w, h = work_size(image.width, image.height, self.native, self.multiple)
             yield from self._identity_lora(
                 image.convert("RGB").resize((w, h), Image.Resampling.BICUBIC), prompt, config
@@ -305,7 +305,8 @@ class DragEditor:
         stop: threading.Event,
     ) -> Generator[ProgressEvent, None, DragResult]:
         fast, unet = config.runtime.fast, self.pipe.unet
-        with self._busy, channels_last(unet, fast and self.device.type == "cuda"):
+        cuda = self.device.type == "cuda"
+        with self._busy, self._on_device(), channels_last(unet, fast and cuda):
             clock = _Clock(self.device)
             prep = self._prepare(image, instruction, config)  # 1
             clock.lap("prepare")
@@ -719,6 +720,11 @@ class DragEditor:
 
     # --- helpers ---------------------------------------------------------------------------------------
 
+    def _on_device(self) -> Any:
+        """The editor's CUDA device as the current one (streams, events and graphs are made on the current
+        device), e.g. for an editor on cuda:1 in a process whose current device is cuda:0."""
+        return torch.cuda.device(self.device) if self.device.type == "cuda" else nullcontext()
+
     def _graphed(self, config: EditConfig) -> bool:
         """Whether this edit replays its loops as CUDA graphs (fast path, CUDA, ``runtime.cuda_graphs``)."""
         return config.runtime.fast and graphs_usable(self.device, config.runtime.cuda_graphs)
@@ -730,8 +736,10 @@ class DragEditor:
             return torch.float16
         if precision == "bf16":
             return torch.bfloat16
-        if precision == "auto" and self.device.type == "cuda":  # half weights: their dtype; fp32: bf16
-            return unet_dtype if unet_dtype in (torch.float16, torch.bfloat16) else torch.bfloat16
+        if precision == "auto" and self.device.type == "cuda":
+            # half weights: no autocast at all, the UNet runs in its own dtype (as diffusers' pipelines do;
+            # autocast would run every GroupNorm in fp32 and cast around it); fp32 weights: bf16 autocast
+            return None if unet_dtype in (torch.float16, torch.bfloat16) else torch.bfloat16
         return unet_dtype if unet_dtype != torch.float32 else None
 
     def _to_image(self, grid_points: Tensor, prep: _Prepared) -> tuple[Point, ...]:
