@@ -154,7 +154,7 @@ def test_graphed_loop_undoes_the_update_of_the_iteration_that_stops(gpu_pipe, tm
         if graphed:
             run = editor._graphed_iterations(z, handles, opt, forward, False, 10, stop)
         else:
-            run = editor._eager_iterations(z, handles, opt, forward, False, config, stop)
+            run = editor._eager_iterations(handles, opt, forward, False, config, stop)
         statuses = [(it, status) for it, _, _, status in run]
         results.append((statuses, z.detach().clone()))
     (eager_status, eager_z), (graphed_status, graphed_z) = results

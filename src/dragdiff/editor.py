@@ -539,7 +539,7 @@ class DragEditor:
             n = drag.max_iterations
             run = self._graphed_iterations(z, prep.handles, optimiser, forward, masked, n, stop)
         else:
-            run = self._eager_iterations(z, prep.handles, optimiser, forward, masked, config, stop)
+            run = self._eager_iterations(prep.handles, optimiser, forward, masked, config, stop)
         frames: list[tuple[Image.Image, tuple[Point, ...]]] = []
         handles, stopped, converged, iterations = prep.handles, False, False, 0
         for it, host, eps, status in run:
@@ -573,7 +573,6 @@ class DragEditor:
 
     def _eager_iterations(
         self,
-        z: Tensor,
         handles: Tensor,
         optimiser: torch.optim.Optimizer,
         forward: Any,
