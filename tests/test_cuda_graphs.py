@@ -113,22 +113,30 @@ def _trajectory(editor: DragEditor, image, ins: DragInstruction, cfg: EditConfig
 
 
 @cuda
-@pytest.mark.parametrize("mask", [False, True], ids=["truncated (no mask)", "full forward (mask)"])
-def test_graphed_edit_matches_eager(gpu_pipe, tmp_path, mask: bool) -> None:
+@pytest.mark.parametrize(
+    ("mask", "previews"),
+    [(False, 0), (True, 0), (False, 3)],
+    ids=["truncated (no mask)", "full forward (mask)", "previews every 3 (eager iterations between replays)"],
+)
+def test_graphed_edit_matches_eager(gpu_pipe, tmp_path, mask: bool, previews: int) -> None:
     image = make_test_image()
     m = np.zeros((44, 60), dtype=bool)
     m[6:40, 6:56] = True
     ins = DragInstruction.from_pairs([((21, 22), (44, 22))], mask=m if mask else None, prompt="a cat")
-    off = CASE.override(**{"runtime.cuda_graphs": False})
+    on = CASE.override(**{"runtime.preview_every": previews})
+    off = on.override(**{"runtime.cuda_graphs": False})
     eager, eager_track = _trajectory(DragEditor(gpu_pipe, lora_cache_dir=tmp_path / "a"), image, ins, off)
     editor = DragEditor(gpu_pipe, lora_cache_dir=tmp_path / "b")  # its own LoRA and inversion
-    graphed, graphed_track = _trajectory(editor, image, ins, CASE)
+    graphed, graphed_track = _trajectory(editor, image, ins, on)
     assert graphed_track.shape == eager_track.shape == (10, 1, 2)
     assert np.array_equal(graphed_track, eager_track)
     assert graphed.final_handles == eager.final_handles
     a = np.asarray(eager.image, dtype=np.float32)
     b = np.asarray(graphed.image, dtype=np.float32)
     assert np.abs(a - b).max() <= 1  # 8-bit levels
+    assert len(graphed.frames) == len(eager.frames) == (3 if previews else 0)
+    for x, y in zip(graphed.frames, eager.frames, strict=True):
+        assert np.abs(np.asarray(x, np.float32) - np.asarray(y, np.float32)).max() <= 1
 
 
 @cuda
@@ -152,7 +160,7 @@ def test_graphed_loop_undoes_the_update_of_the_iteration_that_stops(gpu_pipe, tm
         opt = torch.optim.Adam([z], lr=0.1, fused=True, capturable=True)  # as the editor's on CUDA
         stop = threading.Event()
         if graphed:
-            run = editor._graphed_iterations(z, handles, opt, forward, False, 10, stop)
+            run = editor._graphed_iterations(z, handles, opt, forward, False, 10, 0, stop)
         else:
             run = editor._eager_iterations(handles, opt, forward, False, config, stop)
         statuses = [(it, status) for it, _, _, status in run]

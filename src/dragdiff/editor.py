@@ -491,7 +491,7 @@ class DragEditor:
         stop rule is read after the update and a stopping iteration's update is undone (ẑ_t restored).
         """
         drag, sched, every = config.drag, self.pipe.scheduler, config.runtime.preview_every
-        graphed = self._graphed(config) and not every  # previews need the host inside an iteration: eager
+        graphed = self._graphed(config)
         device = self.device
         # device tensors when graphed: a capture may not copy host values to the device
         alphas = alpha_at(sched, t).item(), alpha_at(sched, previous_timestep(sched, t)).item()
@@ -537,7 +537,7 @@ class DragEditor:
 
         if graphed:
             n = drag.max_iterations
-            run = self._graphed_iterations(z, prep.handles, optimiser, forward, masked, n, stop)
+            run = self._graphed_iterations(z, prep.handles, optimiser, forward, masked, n, every, stop)
         else:
             run = self._eager_iterations(prep.handles, optimiser, forward, masked, config, stop)
         frames: list[tuple[Image.Image, tuple[Point, ...]]] = []
@@ -615,6 +615,7 @@ class DragEditor:
         forward: Any,
         masked: bool,
         max_iterations: int,
+        preview_every: int,
         stop: threading.Event,
     ) -> Iterator[tuple[int, Tensor, Tensor | None, str]]:
         """``_eager_iterations`` with each iteration from the first tracked one on as one CUDA graph.
@@ -622,31 +623,36 @@ class DragEditor:
         The first ``WARMUP_STEPS`` iterations (at least iteration 0: no tracking, and it sets the references)
         run eagerly on a side stream, then the iteration is captured and replayed. Every iteration updates
         ẑ_t; when the report says the stop rule fired, the update is undone from the copy the iteration
-        kept, which leaves ẑ_t as the eager loop leaves it.
+        kept, which leaves ẑ_t as the eager loop leaves it. An iteration that decodes a preview needs ε on the
+        host's side, so it runs eagerly too (the same computation; the graph reads the same tensors after it).
         """
         current = handles.detach().clone()  # (N, 2) the tracked handles, updated in place
         z_before = torch.empty_like(z)
         reader = _HostReader(self.device, overlap=True)
         host = torch.cat([torch.zeros(2), handles.detach().float().cpu().flatten()])
 
-        def iteration(track: bool) -> Tensor:
+        def iteration(track: bool, need_eps: bool = masked) -> tuple[Tensor, Tensor | None]:
             z_before.copy_(z.detach())
-            report, loss, _ = forward(current, track, masked)
+            report, loss, eps = forward(current, track, need_eps)
             optimiser.zero_grad(set_to_none=True)
             loss.backward()
             optimiser.step()
             current.copy_(report[2:].view(-1, 2))
-            return report
+            return report, eps
 
         captured: CapturedStep | None = None
         for it in range(max_iterations):
             if stop.is_set():
                 yield it, host, None, "stopped"
                 return
-            if captured is None:
-                report = on_side_stream(lambda: iteration(track=it > 0))  # noqa: B023 (called now)
+            preview_due = bool(preview_every) and (it + 1) % preview_every == 0
+            eps: Tensor | None = None
+            if captured is None or preview_due:
+                report, eps = on_side_stream(
+                    lambda: iteration(it > 0, masked or preview_due)  # noqa: B023 (called now)
+                )
             else:
-                report = captured()
+                report, _ = captured()
             reader.start(report)
             if captured is None and max(WARMUP_STEPS, 1) <= it + 1 < max_iterations:
                 # capture the next iterations while the GPU still runs this one
@@ -658,7 +664,7 @@ class DragEditor:
                     z.copy_(z_before)
                 yield it, host, None, "converged"
                 return
-            yield it, host, None, "step"
+            yield it, host, eps, "step"
 
     def _features(
         self, z: Tensor, t: int | Tensor, prep: _Prepared, config: EditConfig, need_eps: bool = True
