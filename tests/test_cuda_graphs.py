@@ -16,7 +16,7 @@ import torch
 
 from conftest import build_tiny_pipeline, make_test_image
 from dragdiff.bench.runner import deterministic_mode
-from dragdiff.config import ConfigError, EditConfig, LoraConfig, RuntimeConfig
+from dragdiff.config import ConfigError, EditConfig, GenerateConfig, LoraConfig, RuntimeConfig
 from dragdiff.diffusion.graphs import GraphedForward, graphs_usable
 from dragdiff.diffusion.lora import train_lora
 from dragdiff.diffusion.unet import Conditioning, unet_eps
@@ -137,6 +137,22 @@ def test_graphed_edit_matches_eager(gpu_pipe, tmp_path, mask: bool, previews: in
     assert len(graphed.frames) == len(eager.frames) == (3 if previews else 0)
     for x, y in zip(graphed.frames, eager.frames, strict=True):
         assert np.abs(np.asarray(x, np.float32) - np.asarray(y, np.float32)).max() <= 1
+
+
+@cuda
+def test_graphed_edit_of_a_generated_image_matches_eager(gpu_pipe, tmp_path) -> None:
+    """Generated-image mode: classifier-free guidance doubles every batch; no LoRA, no inversion."""
+    editor = DragEditor(gpu_pipe, lora_cache_dir=tmp_path)
+    gen = editor.generate("a red circle", GenerateConfig(num_steps=10, seed=3))
+    ins = DragInstruction.from_pairs([((20, 30), (40, 30))])
+    eager, eager_track = _trajectory(editor, gen, ins, CASE.override(**{"runtime.cuda_graphs": False}))
+    graphed, graphed_track = _trajectory(editor, gen, ins, CASE)
+    assert eager.record["mode"] == graphed.record["mode"] == "generated"
+    assert graphed_track.shape == eager_track.shape == (10, 1, 2)
+    assert np.array_equal(graphed_track, eager_track)
+    a = np.asarray(eager.image, dtype=np.float32)
+    b = np.asarray(graphed.image, dtype=np.float32)
+    assert np.abs(a - b).max() <= 1
 
 
 @cuda
