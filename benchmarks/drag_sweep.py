@@ -40,6 +40,13 @@ VARIANTS: dict[str, list[str]] = {
     "160 it": ["drag.max_iterations=160"],
     "no ref ctrl": ["denoise.reference_control=false"],
     "drag lr 0.02": ["drag.lr=0.02"],
+    # session 5 (benchmarks/embedded_drag_sweep.sh runs the same on the ground-truth suite)
+    "no lora": ["lora.enabled=false"],
+    "rank 4": ["lora.rank=4"],
+    "strength 0.8": ["inversion.strength=0.8"],
+    "feature block 1": ["drag.feature_up_block=1"],
+    "r_m 2": ["drag.r_m=2"],
+    "ctrl levels 1": ["denoise.control_levels=1"],
 }
 
 

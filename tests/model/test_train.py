@@ -20,10 +20,13 @@ from dragdiff.metrics import PSNR_CAP
 from dragdiff.model.arch import SD_SCALING_FACTOR, TINY_SPEC, build_vae
 from dragdiff.model.train import (
     Pool,
+    TrainConfig,
     atomic_save,
+    build_scheduler,
     gradient_loss,
     latent_std,
     main,
+    min_snr_weight,
     psnr,
     rescale_latents,
     save_image,
@@ -178,7 +181,8 @@ def test_cli_smoke_run_resumes_exports_and_generates(tmp_path: Path) -> None:
         "4",
     ]
     assert main([*common, "--vae-steps", "2", "--unet-steps", "2"]) == 0
-    assert main([*common, "--phase", "unet", "--unet-steps", "3", "--export", str(export)]) == 0  # resume
+    resume = ["--phase", "unet", "--unet-steps", "3", "--min-snr-gamma", "5", "--unet-lr", "1e-3"]
+    assert main([*common, *resume, "--export", str(export)]) == 0  # resume, with the session-5 recipe options
     records = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
     unet_steps = [r["step"] for r in records if r["phase"] == "unet"]
     assert unet_steps == [1, 2, 3]  # the second call continued at step 3
@@ -204,3 +208,19 @@ def test_init_from_needs_an_exported_folder(tmp_path: Path) -> None:
     ]
     with pytest.raises(ValueError, match="exported pipeline folder"):
         main([*args, "--init-from", str(tmp_path / "nowhere"), "--phase", "none"])
+
+
+def test_min_snr_weighting_keeps_noisy_steps_and_damps_easy_ones() -> None:
+    alphas = build_scheduler().alphas_cumprod
+    w = min_snr_weight(alphas, gamma=5.0)
+    snr = alphas / (1 - alphas)
+    assert torch.all(w[snr <= 5] == 1)  # noisy timesteps keep their full ε-MSE
+    assert torch.allclose(w[snr > 5], 5 / snr[snr > 5])  # easy ones are damped to γ/SNR
+    assert w[0] < 0.01 and w[-1] == 1
+
+
+def test_bad_recipe_values_name_the_field() -> None:
+    with pytest.raises(ValueError, match="min_snr_gamma.*-1"):
+        TrainConfig(min_snr_gamma=-1)
+    with pytest.raises(ValueError, match="ema_decay.*1.5"):
+        TrainConfig(ema_decay=1.5)

@@ -87,6 +87,9 @@ class TrainConfig:
     grad_clip: float = 1.0
     ema_decay: float = 0.999
     caption_dropout: float = 0.1  # empty caption ~10% of the time, for classifier-free guidance
+    # Min-SNR-γ loss weighting (Hang et al. 2023): per-sample weight min(SNR, γ)/SNR for ε-prediction, so the
+    # many easy low-noise timesteps do not dominate the gradient. 0 = off (plain ε-MSE, sessions 1-2).
+    min_snr_gamma: float = 0.0
     unet_pool: int = 65_536  # posterior (mean, std) of this many images kept on the device
     refresh: int = 32  # pool entries replaced by fresh samples per step
     refresh_every: int = 16
@@ -104,6 +107,12 @@ class TrainConfig:
             raise ConfigError(f"train.caption_dropout must be in [0, 1), got {self.caption_dropout}")
         if self.refresh < 0:
             raise ConfigError(f"train.refresh must be >= 0, got {self.refresh}")
+        if self.min_snr_gamma < 0:
+            raise ConfigError(f"train.min_snr_gamma must be >= 0 (0 = off), got {self.min_snr_gamma}")
+        if not 0 <= self.ema_decay < 1:
+            raise ConfigError(f"train.ema_decay must be in [0, 1), got {self.ema_decay}")
+        if self.unet_lr <= 0:
+            raise ConfigError(f"train.unet_lr must be > 0, got {self.unet_lr}")
 
 
 # ------------------------------------------------------------------------------------------ utilities
@@ -402,8 +411,22 @@ class UNetTrainer:
             self.ema.restore(params)
 
 
-def eps_loss(tr: UNetTrainer, lat: Tensor, ids: Tensor, alphas: Tensor, gen: torch.Generator) -> Tensor:
-    """Epsilon-prediction MSE at uniformly drawn timesteps (DDPM objective, SD-1.x parametrisation)."""
+def min_snr_weight(alphas_t: Tensor, gamma: float) -> Tensor:
+    """Min-SNR-γ weight of the ε-MSE at each sample's timestep: min(SNR, γ) / SNR, SNR = ᾱ / (1 − ᾱ)."""
+    snr = alphas_t / (1 - alphas_t)
+    return snr.clamp(max=gamma) / snr
+
+
+def eps_loss(
+    tr: UNetTrainer,
+    lat: Tensor,
+    ids: Tensor,
+    alphas: Tensor,
+    gen: torch.Generator,
+    min_snr_gamma: float = 0.0,
+) -> Tensor:
+    """Epsilon-prediction MSE at uniformly drawn timesteps (DDPM objective, SD-1.x parametrisation),
+    optionally Min-SNR-γ weighted per sample."""
     n = lat.shape[0]
     t = torch.randint(0, alphas.shape[0], (n,), generator=gen, device=lat.device)
     noise = torch.randn(lat.shape, generator=gen, device=lat.device)
@@ -411,7 +434,10 @@ def eps_loss(tr: UNetTrainer, lat: Tensor, ids: Tensor, alphas: Tensor, gen: tor
     noisy = (a.sqrt() * lat + (1 - a).sqrt() * noise).contiguous(memory_format=torch.channels_last)
     cond = tr.text(ids)[0]  # (n, 77, D)
     pred = tr.unet(noisy, t, encoder_hidden_states=cond).sample
-    return F.mse_loss(pred.float(), noise)
+    if min_snr_gamma <= 0:
+        return F.mse_loss(pred.float(), noise)
+    per_sample = (pred.float() - noise).pow(2).mean(dim=(1, 2, 3))
+    return (min_snr_weight(alphas[t].float(), min_snr_gamma) * per_sample).mean()
 
 
 def train_unet(
@@ -468,7 +494,7 @@ def train_unet(
         for g in tr.opt.param_groups:
             g["lr"] = warmup_lr(tr.step, cfg.unet_lr, cfg.unet_warmup)
         with _autocast(device):
-            loss = eps_loss(tr, lat, ids, alphas, gen)
+            loss = eps_loss(tr, lat, ids, alphas, gen, cfg.min_snr_gamma)
         tr.opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(tr.params, cfg.grad_clip)
@@ -762,6 +788,12 @@ def register_train(sub: Any) -> None:
     p.add_argument("--vae-pool", type=int, default=None)
     p.add_argument("--unet-pool", type=int, default=None)
     p.add_argument("--sample-every", type=int, default=None)
+    p.add_argument("--unet-lr", type=float, default=None, help="peak AdamW learning rate of the UNet phase")
+    p.add_argument("--unet-warmup", type=int, default=None, help="linear warm-up steps of the UNet phase")
+    p.add_argument("--ema-decay", type=float, default=None)
+    p.add_argument(
+        "--min-snr-gamma", type=float, default=None, help="Min-SNR-γ loss weighting of the UNet (0 = off)"
+    )
     p.add_argument("--refresh", type=int, default=None, help="fresh pool entries per step")
     p.add_argument("--refresh-every", type=int, default=None, help="steps between pool refreshes")
     p.add_argument("--log-every", type=int, default=None)
