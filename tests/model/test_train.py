@@ -182,10 +182,13 @@ def test_cli_smoke_run_resumes_exports_and_generates(tmp_path: Path) -> None:
     ]
     assert main([*common, "--vae-steps", "2", "--unet-steps", "2"]) == 0
     resume = ["--phase", "unet", "--unet-steps", "3", "--min-snr-gamma", "5", "--unet-lr", "1e-3"]
+    resume += ["--unet-lr-final", "1e-5"]
     assert main([*common, *resume, "--export", str(export)]) == 0  # resume, with the session-5 recipe options
     records = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
     unet_steps = [r["step"] for r in records if r["phase"] == "unet"]
     assert unet_steps == [1, 2, 3]  # the second call continued at step 3
+    lrs = [r["lr"] for r in records if r["phase"] == "unet"]
+    assert 1e-5 <= lrs[-1] <= 1e-3  # the annealed chunk's lr lies between its end points
     assert any(r["phase"] == "vae_rescale" for r in records)
     pipe = StableDiffusionPipeline.from_pretrained(export, dtype=torch.float32)
     pipe.set_progress_bar_config(disable=True)

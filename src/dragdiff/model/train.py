@@ -90,6 +90,9 @@ class TrainConfig:
     # Min-SNR-γ loss weighting (Hang et al. 2023): per-sample weight min(SNR, γ)/SNR for ε-prediction, so the
     # many easy low-noise timesteps do not dominate the gradient. 0 = off (plain ε-MSE, sessions 1-2).
     min_snr_gamma: float = 0.0
+    # Anneal the UNet's learning rate linearly to this value over the chunk's wall-clock budget (a last chunk
+    # before shipping); None = constant after warm-up. Chunks end on time, so the schedule follows time.
+    unet_lr_final: float | None = None
     unet_pool: int = 65_536  # posterior (mean, std) of this many images kept on the device
     refresh: int = 32  # pool entries replaced by fresh samples per step
     refresh_every: int = 16
@@ -491,8 +494,12 @@ def train_unet(
         lat = (mean + std * torch.randn(mean.shape, generator=gen, device=device)) * sf
         drop = torch.rand(ids.shape[0], generator=gen, device=device) < cfg.caption_dropout
         ids = torch.where(drop[:, None], empty, ids)
+        lr = warmup_lr(tr.step, cfg.unet_lr, cfg.unet_warmup)
+        if cfg.unet_lr_final is not None:
+            done = min(1.0, (time.monotonic() - t0) / max(max_minutes * 60, 1e-9))
+            lr = cfg.unet_lr_final + (lr - cfg.unet_lr_final) * (1.0 - done)
         for g in tr.opt.param_groups:
-            g["lr"] = warmup_lr(tr.step, cfg.unet_lr, cfg.unet_warmup)
+            g["lr"] = lr
         with _autocast(device):
             loss = eps_loss(tr, lat, ids, alphas, gen, cfg.min_snr_gamma)
         tr.opt.zero_grad(set_to_none=True)
@@ -790,6 +797,9 @@ def register_train(sub: Any) -> None:
     p.add_argument("--sample-every", type=int, default=None)
     p.add_argument("--unet-lr", type=float, default=None, help="peak AdamW learning rate of the UNet phase")
     p.add_argument("--unet-warmup", type=int, default=None, help="linear warm-up steps of the UNet phase")
+    p.add_argument(
+        "--unet-lr-final", type=float, default=None, help="anneal the lr linearly to this over this chunk"
+    )
     p.add_argument("--ema-decay", type=float, default=None)
     p.add_argument(
         "--min-snr-gamma", type=float, default=None, help="Min-SNR-γ loss weighting of the UNet (0 = off)"
