@@ -3,7 +3,7 @@
 # (24 cases, `dragdiff bench make-gt bench-gt24 --count 24 --seed 0`) edited under several variants of the
 # dragdiffusion preset, all at once on one GPU (the 128-px model leaves it mostly idle), then the bundled
 # examples under the same variants (benchmarks/drag_sweep.py). Writes $OUT/sweep_gt.md (each run's "all" row),
-# $OUT/sweep_gt.tar.gz (records + contact sheets), $OUT/examples/ (pictures + JSON).
+# $OUT/sweep_gt.tar.gz (records, contact sheets, the examples' pictures and JSON), $OUT/examples_sweep.png.
 #   carry: .whl, .carry/lpips, bench-gt24
 #   OUT=$OUT bash benchmarks/embedded_drag_sweep.sh
 set -u
@@ -13,7 +13,7 @@ if [ -d .whl ]; then
     export PYTHONPATH=/tmp/site:$PWD/src:$PWD/.carry/lpips
 fi
 BENCH=${BENCH:-bench-gt24}
-R=${RESULTS:-runs/drag-sweep}
+R=${RESULTS:-runs/drag-sweep-$(date +%s)}  # a warm machine keeps ignored folders
 mkdir -p "$R"
 declare -A VARIANTS=(
     [base]=""
@@ -35,7 +35,7 @@ for name in $ORDER; do
         ${VARIANTS[$name]} > "$R/$name.log" 2>&1 &
     pids+=($!)
 done
-OMP_NUM_THREADS=1 python3 benchmarks/drag_sweep.py --out "$OUT/examples" --device cuda --budget-s 360 \
+OMP_NUM_THREADS=1 python3 benchmarks/drag_sweep.py --out "$R/examples" --device cuda --budget-s 360 \
     --variants default "recon (0 it)" "no lora" "rank 4" "strength 0.8" "strength 0.5" "feature block 1" "r_m 2" \
     "160 it" "no ref ctrl" "ctrl levels 1" > "$OUT/examples.log" 2>&1 &
 pids+=($!)
@@ -51,4 +51,5 @@ done
     done
 } > "$OUT/sweep_gt.md"
 cat "$OUT/sweep_gt.md"
+cp "$R/examples/sweep.png" "$OUT/examples_sweep.png" 2>/dev/null  # at most 8 files come back from $OUT
 tar czf "$OUT/sweep_gt.tar.gz" --exclude=lora-cache --exclude='images' "$R"

@@ -3,8 +3,9 @@
     python examples/make_examples.py [--emoji-pack .carry/emoji_pack.npz]
 
 sample.png        a red star on a plain white background (128×128): the README demo drags it
-sample_moved.png  the exact ground truth of that drag: the same scene with the star moved 30 px right
+sample_moved.png  the exact ground truth of that drag: the same scene with the star moved 20 px right
 emoji.png         an emoji composite (needs the emoji pack from `dragdiff make-data --emoji-pack`)
+emoji_star.png    the same with the star emoji
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from dragdiff.model import emoji, scenes
 
 SIZE = 128
 HERE = Path(__file__).resolve().parent
-DRAG_PX = 30  # the suggested drag, in pixels
+DRAG_PX = 20  # the suggested drag, in pixels (session 5: 20 px; it was 30)
 
 
 def _png(image) -> Image.Image:
@@ -67,8 +68,10 @@ def main() -> None:
         f"sample.png: {scenes.caption(scene)!r}; drag {hx * SIZE:g},{hy * SIZE:g}:{tx * SIZE:g},{ty * SIZE:g}"
     )
     if args.emoji_pack.is_file():
-        atomic_save_image(emoji_example(emoji.EmojiPack.load(args.emoji_pack)), HERE / "emoji.png")
-        print("emoji.png written")
+        pack = emoji.EmojiPack.load(args.emoji_pack)
+        atomic_save_image(emoji_example(pack), HERE / "emoji.png")
+        atomic_save_image(emoji_example(pack, "star"), HERE / "emoji_star.png")
+        print("emoji.png, emoji_star.png written")
     else:
         print(f"no emoji pack at {args.emoji_pack}: emoji.png not rewritten")
 

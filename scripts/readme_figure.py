@@ -1,9 +1,9 @@
 """Compose the README's before/after figure from edits made with the commands in README.md.
 
-    python scripts/readme_figure.py OUT.png  INPUT MASK HANDLE TARGET EDITED [TRUTH] [-- INPUT MASK ...]
+    python scripts/readme_figure.py OUT.png  INPUT MASK HANDLES TARGETS EDITED [TRUTH] [-- INPUT MASK ...]
 
-Each group is one row: the input with the instruction drawn as DragBench draws it | the edit | the exact
-ground truth when there is one.
+HANDLES and TARGETS are ``x,y`` points joined by ``;`` (one per drag pair). Each group is one row: the input
+with the instruction drawn as DragBench draws it | the edit | the exact ground truth when there is one.
 """
 
 from __future__ import annotations
@@ -21,8 +21,8 @@ from dragdiff.viz import contact_sheet, draw_instruction
 def row(args: list[str]) -> list[Image.Image]:
     image = load_image(args[0])
     mask = load_mask(args[1], image.size) if args[1] != "-" else None
-    handle, target = (Point.parse(a) for a in args[2:4])
-    cells = [draw_instruction(image, [handle], [target], mask), load_image(args[4])]
+    handles, targets = ([Point.parse(p) for p in a.split(";")] for a in args[2:4])
+    cells = [draw_instruction(image, handles, targets, mask), load_image(args[4])]
     if len(args) > 5:
         cells.append(load_image(args[5]))
     else:

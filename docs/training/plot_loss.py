@@ -44,7 +44,7 @@ def main(log_path: str, out_path: str) -> None:
     records = [json.loads(line) for line in Path(log_path).read_text().splitlines() if line.strip()]
     panels = [
         panel(records, "vae", "loss", "VAE loss (L1 + gradient + KL), log scale"),
-        panel(records, "unet", "loss", "UNet eps-MSE (batch of 256, one draw), log scale"),
+        panel(records, "unet", "loss", "UNet loss (one batch per point), log scale"),
     ]
     out = Image.new("RGB", (W * len(panels), H), "white")
     for i, p in enumerate(panels):
