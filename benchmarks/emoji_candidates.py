@@ -1,6 +1,6 @@
 """Which emoji can the embedded model drag? Candidates for the README's emoji example (issue #3, session 5).
 
-    python benchmarks/emoji_candidates.py make DIR [--emoji-pack .carry/emoji_pack.npz]   # here (needs the pack)
+    python benchmarks/emoji_candidates.py make DIR [--emoji-pack .carry/emoji_pack.npz]   # needs the pack
     python benchmarks/emoji_candidates.py run DIR --out OUT [--models PATH ...] [--device cuda] [--shift 20]
 
 ``make`` renders each candidate emoji the way `examples/emoji.png` is made (same background, place and size),
@@ -111,7 +111,8 @@ def run(folder: Path, out: Path, models: list[str | None], device: str | None, s
     (out / "emoji_candidates.json").write_text(json.dumps(records, indent=1))
     atomic_save_image(contact_sheet(rows, [c.name for c in cases], cell=160), out / "emoji_candidates.png")
     for r in records:
-        print(f"{r['model'][-24:]:24} {r['emoji']:30} {r['object_shift']:>6} / {shift}  area {r['area_kept']}")
+        moved = f"{r['object_shift']:>6} / {shift}"
+        print(f"{r['model'][-24:]:24} {r['emoji']:30} {moved}  area {r['area_kept']}")
 
 
 def main() -> None:
