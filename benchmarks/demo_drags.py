@@ -65,14 +65,14 @@ def colour_mass(image: Image.Image, example: str) -> tuple[float, float]:
     return float(xs.mean()), float(len(xs))
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--models", nargs="*", default=[None], help="model folders (default: the embedded model)")
     ap.add_argument("--device", default=None)
     ap.add_argument("--instructions", nargs="*", default=list(INSTRUCTIONS))
     ap.add_argument("--set", action="append", default=[], help="config override for every edit")
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
     config = preset("dragdiffusion").with_overrides(args.set)
     moved = load_image(ROOT / "examples" / "sample_moved.png")
