@@ -121,6 +121,40 @@ class DenoiseConfig:
         _check(self.control_from_step >= 0, "denoise.control_from_step", self.control_from_step, ">= 0")
 
 
+# drag methods (dragdiff.methods): the paper's latent optimisation, or the explicit warp + model fill
+METHOD_NAMES: tuple[str, ...] = ("dragdiffusion", "warp")
+TWO_POINT_MODES: tuple[str, ...] = ("auto", "similarity", "stretch")
+FILL_MODES: tuple[str, ...] = ("model", "classical")
+
+
+@dataclass(frozen=True)
+class WarpConfig:
+    """The ``warp`` method: explicit warp of the dragged content + a model fill of what it uncovered.
+
+    Not in the DragDiffusion paper; after Inpaint4Drag (arXiv 2509.04582) with our own support segmentation
+    and field (``dragdiff.geometry``; docs/methods.md). Defaults chosen on the ground-truth suite.
+    """
+
+    # two handles on one part: "stretch" along their line, "similarity" (uniform scale + rotation), or "auto"
+    # (stretch, unless the part is elongated and the pull runs diagonally to its axes: docs/methods.md)
+    two_point: str = "auto"
+    seam_px: int = 2  # band around the uncovered area that the model repaints too (Inpaint4Drag: a few px)
+    feather_px: int = 1  # soft inner edge where the model's pixels meet the kept ones
+    fill: str = "model"  # "model" = blended-latent denoising with the loaded model; "classical" = Telea only
+    fill_steps: int = 20  # DDIM schedule of the fill
+    fill_strength: float = 0.5  # share of it inverted and denoised again (METHODS.md probe: 0.5, 20 steps)
+    fill_prompt: str = ""  # must not name the moved object (METHODS.md): empty by default
+
+    def __post_init__(self) -> None:
+        modes = TWO_POINT_MODES
+        _check(self.two_point in modes, "warp.two_point", self.two_point, f"one of {modes}")
+        _check(self.seam_px >= 0, "warp.seam_px", self.seam_px, ">= 0")
+        _check(self.feather_px >= 0, "warp.feather_px", self.feather_px, ">= 0")
+        _check(self.fill in FILL_MODES, "warp.fill", self.fill, f"one of {FILL_MODES}")
+        _check(self.fill_steps >= 1, "warp.fill_steps", self.fill_steps, ">= 1")
+        _check(0 < self.fill_strength <= 1, "warp.fill_strength", self.fill_strength, "in (0, 1]")
+
+
 @dataclass(frozen=True)
 class GenerateConfig:
     """Text-to-image generation for generated-image mode (paper §4; SPEC §6)."""
@@ -179,6 +213,8 @@ class EditConfig:
     denoise: DenoiseConfig = field(default_factory=DenoiseConfig)
     generate: GenerateConfig = field(default_factory=GenerateConfig)
     runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
+    warp: WarpConfig = field(default_factory=WarpConfig)
+    method: str = "dragdiffusion"  # which drag method runs (METHOD_NAMES); presets name theirs
     # THE seed of the edit's random draws: the identity LoRA's CPU torch.Generator (A init, crops, VAE
     # posterior samples, noise, timesteps) is seeded with it. 0 = ref (it seeds the LoRA run with 0).
     # Inversion, drag and denoising draw nothing; generation has its own ``generate.seed``.
@@ -186,6 +222,7 @@ class EditConfig:
 
     def __post_init__(self) -> None:
         _check(isinstance(self.seed, int) and self.seed >= 0, "seed", self.seed, "an integer >= 0")
+        _check(self.method in METHOD_NAMES, "method", self.method, f"one of {METHOD_NAMES}")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -289,6 +326,9 @@ PRESETS: dict[str, EditConfig] = {
     # ground-truth suite its identity holds (IF 0.749 vs 0.725, handle error 22.7 vs 17.9–23.9 px over two
     # seeds of the SPEC recipe: docs/performance.md), at 3/8 of the LoRA's compute.
     "fast": EditConfig(lora=LoraConfig(steps=30, lr=1.5e-3), runtime=RuntimeConfig(precision="auto")),
+    # Explicit warp of the segmented content + blended-latent model fill of what it uncovered (no LoRA, no
+    # optimisation; dragdiff.methods.warp). Ground-truth suite: handle error 2.5 px vs 18.3 (docs/methods.md).
+    "warp": EditConfig(method="warp"),
 }
 
 

@@ -304,6 +304,8 @@ class DragEditor:
         config: EditConfig,
         stop: threading.Event,
     ) -> Generator[ProgressEvent, None, DragResult]:
+        if config.method == "warp":
+            return (yield from self._warp_steps(image, instruction, config))
         fast, unet = config.runtime.fast, self.pipe.unet
         cuda = self.device.type == "cuda"
         with self._busy, self._on_device(), channels_last(unet, fast and cuda):
@@ -330,6 +332,50 @@ class DragEditor:
             clock.lap("decode")
             yield ProgressEvent(phase="done", step=1, total=1, handles=drag.final_handles)
             return self._result(image, instruction, config, prep, drag, t, clock, edited, lora is not None)
+
+    def _warp_steps(
+        self, image: Image.Image | GeneratedImage, instruction: DragInstruction, config: EditConfig
+    ) -> Generator[ProgressEvent, None, DragResult]:
+        """The ``warp`` method (``methods.warp``): explicit warp + model fill; no LoRA, no optimisation."""
+        from dragdiff.methods.warp import warp_edit
+
+        picture = image.image if isinstance(image, GeneratedImage) else image
+        with self._busy, self._on_device(), torch.no_grad():
+            clock = _Clock(self.device)
+            w, h = work_size(picture.width, picture.height, self.native, self.multiple)
+            edited, plan = yield from warp_edit(
+                self.pipe, picture, instruction, config.warp, (h, w), self._amp(config)
+            )
+            clock.lap("warp")
+        yield ProgressEvent(phase="done", step=1, total=1, handles=instruction.targets)
+        record = {
+            "config": config.to_dict(),
+            "method": "warp",
+            "instruction": {
+                "handles": [list(p.as_tuple()) for p in instruction.handles],
+                "targets": [list(p.as_tuple()) for p in instruction.targets],
+                "mask": instruction.mask is not None,
+                "prompt": instruction.prompt,
+            },
+            "moved_parts": int(plan.labels.max()),
+            "uncovered_pixels": int(plan.hole.sum()),
+            "timings": clock.totals(),
+            "seed": config.seed,
+            "package_versions": package_versions(),
+            "model": self.model_id,
+            "image_size": [picture.width, picture.height],
+            "work_size": [w, h],
+            "device": str(self.device),
+        }
+        return DragResult(
+            image=edited,
+            source=picture,
+            instruction=instruction,
+            final_handles=instruction.targets,  # the warp puts each handle's content at its target exactly
+            iterations=0,
+            timings=clock.totals(),
+            record=record,
+        )
 
     # 1. prepare
     def _prepare(

@@ -93,7 +93,7 @@ def _shape(m: np.ndarray) -> str:
     return f"{m.shape[1]}x{m.shape[0]} (W x H)" if m.ndim == 2 else f"of shape {m.shape}"
 
 
-Phase = Literal["load", "lora", "inversion", "drag", "denoise", "decode", "done"]
+Phase = Literal["load", "lora", "inversion", "drag", "denoise", "decode", "warp", "fill", "done"]
 
 
 @dataclass(frozen=True)

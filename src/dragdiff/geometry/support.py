@@ -1,0 +1,143 @@
+"""Which pixels belong to the dragged content: the *support* of each drag (METHODS.md, "the mask question").
+
+A DragBench mask (and ours) marks the area that **may change** — object, path and target together — not the
+object. A warp must know which pixels move, so the support is segmented, seeded at the handles:
+
+    foreground seeds   a small disc at every handle (the user clicked on the thing to move)
+    background seeds   outside the editable mask, plus a thin band inside its border (a painted mask is
+                       looser than the object); without a mask, outside a box grown around a colour-similar
+                       region at the handles
+    segmentation       OpenCV's GrabCut (colour GMMs + graph cut; Rother et al. 2004) between the two: it
+                       keeps multi-coloured objects whole (a face with its sunglasses) where a colour flood
+                       fill would tear them, and follows edges on textured backgrounds
+    clean-up           keep only the connected parts that hold a handle; fill their holes
+
+The support is one label image: 0 = stays, k = moved with handle group k (the component that holds it), so
+drags on different objects never mix. Pure numpy + OpenCV; image arrays are (H, W, 3) uint8 RGB.
+"""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+from dragdiff.types import InputError
+
+SEED_RADIUS = 0.02  # foreground seed disc at each handle, as a fraction of the image's short side (≥ 1 px)
+BORDER_BAND = 0.03  # band inside the mask's border taken as background, fraction of the short side
+FLOOD_TOLERANCE = 28  # colour tolerance (per channel, 0–255) of the no-mask region estimate
+GROW = 0.6  # the no-mask box: the colour region's box grown by this fraction of its size on each side
+GRABCUT_ITERATIONS = 5
+
+
+def segment_support(image: np.ndarray, handles: np.ndarray, mask: np.ndarray | None = None) -> np.ndarray:
+    """(H, W) int32 labels: 0 = background, k ≥ 1 = the connected object part that handle group k holds.
+
+    ``image`` (H, W, 3) uint8 RGB; ``handles`` (N, 2) float (x, y) pixels; ``mask`` (H, W) bool editable area
+    or None. Handles in the same connected part share its label; ``handle_labels`` says which is whose.
+    """
+    h, w = image.shape[:2]
+    short = min(h, w)
+    seeds = _disc_mask((h, w), handles, max(1.0, SEED_RADIUS * short))
+    gc = np.full((h, w), cv2.GC_PR_BGD, np.uint8)
+    if mask is not None:
+        inside = mask.astype(bool)
+        band = max(1, round(BORDER_BAND * short))
+        core = cv2.erode(inside.astype(np.uint8), _disc(band)) > 0
+        gc[core] = cv2.GC_PR_FGD
+        gc[~inside] = cv2.GC_BGD
+    else:
+        x0, y0, x1, y1 = _grown_box(image, handles, seeds)
+        gc[:] = cv2.GC_BGD
+        gc[y0:y1, x0:x1] = cv2.GC_PR_FGD
+    gc[seeds] = cv2.GC_FGD
+    fg = _grabcut(image, gc) | seeds
+    return _label_parts(fg, handles)
+
+
+def _grabcut(image: np.ndarray, gc: np.ndarray) -> np.ndarray:
+    """GrabCut from an initial label map; (H, W) bool foreground."""
+    if not (gc == cv2.GC_BGD).any() and not (gc == cv2.GC_PR_BGD).any():
+        return np.ones(gc.shape, bool)  # nothing is background: everything moves
+    if not ((gc == cv2.GC_BGD) | (gc == cv2.GC_PR_BGD)).sum() >= 8:
+        return (gc == cv2.GC_FGD) | (gc == cv2.GC_PR_FGD)
+    bgd, fgd = np.zeros((1, 65), np.float64), np.zeros((1, 65), np.float64)
+    labels = gc.copy()
+    bgr = np.ascontiguousarray(image[..., ::-1])
+    cv2.setRNGSeed(0)  # GrabCut's GMM initialisation draws from OpenCV's global RNG: make it reproducible
+    cv2.grabCut(bgr, labels, (0, 0, 0, 0), bgd, fgd, GRABCUT_ITERATIONS, cv2.GC_INIT_WITH_MASK)
+    return (labels == cv2.GC_FGD) | (labels == cv2.GC_PR_FGD)
+
+
+def _grown_box(image: np.ndarray, handles: np.ndarray, seeds: np.ndarray) -> tuple[int, int, int, int]:
+    """Without a mask: the box of the colour-similar region connected to the handles, grown on each side."""
+    h, w = image.shape[:2]
+    region = seeds.copy()
+    tol = (FLOOD_TOLERANCE,) * 3
+    for x, y in np.round(handles).astype(int):
+        ff = np.zeros((h + 2, w + 2), np.uint8)
+        flags = 4 | cv2.FLOODFILL_MASK_ONLY | cv2.FLOODFILL_FIXED_RANGE | (255 << 8)
+        cv2.floodFill(np.array(image), ff, (int(x), int(y)), (0, 0, 0), tol, tol, flags)
+        region |= ff[1:-1, 1:-1] > 0
+    if region.mean() > 0.5:  # the flood leaked into the background: fall back to the seeds' box
+        region = seeds
+    ys, xs = np.nonzero(region)
+    x0, x1, y0, y1 = xs.min(), xs.max() + 1, ys.min(), ys.max() + 1
+    gx = max(2, round(GROW * (x1 - x0))), max(2, round(GROW * (y1 - y0)))
+    return max(0, x0 - gx[0]), max(0, y0 - gx[1]), min(w, x1 + gx[0]), min(h, y1 + gx[1])
+
+
+def _label_parts(fg: np.ndarray, handles: np.ndarray) -> np.ndarray:
+    """Connected parts of ``fg`` that hold a handle, holes filled, relabelled 1..K."""
+    n, comp = cv2.connectedComponents(fg.astype(np.uint8), connectivity=8)
+    h, w = fg.shape
+    keep: dict[int, int] = {}
+    for x, y in np.round(handles).astype(int):
+        c = int(comp[min(max(y, 0), h - 1), min(max(x, 0), w - 1)])
+        if c > 0 and c not in keep:
+            keep[c] = len(keep) + 1
+    labels = np.zeros((h, w), np.int32)
+    for c, k in keep.items():
+        labels[_fill_holes(comp == c)] = k
+    return labels
+
+
+def _fill_holes(part: np.ndarray) -> np.ndarray:
+    """A part with its enclosed holes filled (a ring stays a ring only if its hole touches the border)."""
+    h, w = part.shape
+    ff = np.zeros((h + 4, w + 4), np.uint8)
+    padded = np.pad((~part).astype(np.uint8), 1, constant_values=1)
+    cv2.floodFill(padded, ff, (0, 0), 2)
+    return padded[1:-1, 1:-1] != 2
+
+
+def handle_labels(labels: np.ndarray, handles: np.ndarray) -> np.ndarray:
+    """(N,) label of the part under each handle (0 = none)."""
+    h, w = labels.shape
+    xy = np.round(handles).astype(int)
+    return labels[np.clip(xy[:, 1], 0, h - 1), np.clip(xy[:, 0], 0, w - 1)]
+
+
+def check_handles_editable(handles: np.ndarray, mask: np.ndarray | None) -> None:
+    """A handle outside the editable mask can move nothing: a one-line InputError naming it."""
+    if mask is None:
+        return
+    h, w = mask.shape
+    for i, (x, y) in enumerate(np.round(handles).astype(int)):
+        if not mask[min(max(y, 0), h - 1), min(max(x, 0), w - 1)]:
+            raise InputError(
+                f"handle {i + 1} at ({handles[i, 0]:g}, {handles[i, 1]:g}) is outside the editable mask: "
+                "the content there may not change, so it cannot be dragged (paint the mask over it)"
+            )
+
+
+def _disc(radius: int) -> np.ndarray:
+    return cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * radius + 1, 2 * radius + 1))
+
+
+def _disc_mask(hw: tuple[int, int], points: np.ndarray, radius: float) -> np.ndarray:
+    yy, xx = np.mgrid[0 : hw[0], 0 : hw[1]]
+    out = np.zeros(hw, bool)
+    for x, y in points:
+        out |= (xx - x) ** 2 + (yy - y) ** 2 <= radius**2
+    return out

@@ -1,0 +1,82 @@
+"""``warp``: move the content explicitly; the model paints only what it uncovered (after Inpaint4Drag).
+
+No identity LoRA and no optimisation: the geometry is right by construction and the model no longer has to
+carry the content, so the method works on a weak model too. Steps:
+
+    1. plan      segment the dragged parts, fit each its own deformation, map back (``geometry.warp``)
+    2. plate     the background with the moved parts removed, filled classically (OpenCV Telea)
+    3. composite the moved parts over the plate, from the source's own pixels (no round trip)
+    4. fill      the uncovered pixels (+ a seam band) repainted by the model: blended-latent denoising from a
+                 partial DDIM inversion at the model's work size, empty prompt (``diffusion.fill``)
+    5. paste     the model's pixels inside the hole only, with a feathered edge; every other pixel is the
+                 composite's, and everything outside ``plan.changed`` is the source bit for bit
+"""
+
+from __future__ import annotations
+
+from collections.abc import Generator
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+
+from dragdiff.config import WarpConfig
+from dragdiff.diffusion.fill import FillSettings, blended_fill, paste_hole
+from dragdiff.diffusion.inversion import image_to_tensor, tensor_to_pil
+from dragdiff.geometry.warp import WarpPlan, background_plate, composite, plan_warp
+from dragdiff.types import DragInstruction, ProgressEvent
+
+
+def warp_edit(
+    pipe: Any,
+    image: Image.Image,
+    instruction: DragInstruction,
+    settings: WarpConfig,
+    work_hw: tuple[int, int],
+    amp: torch.dtype | None = None,
+    eps_wrap: Any = None,
+) -> Generator[ProgressEvent, None, tuple[Image.Image, WarpPlan]]:
+    """The whole method on a PIL image; yields progress, returns (edited image at input size, the plan)."""
+    source = np.asarray(image.convert("RGB"))  # (H, W, 3) uint8
+    plan = plan_warp(source, instruction, seam=settings.seam_px, two_point=settings.two_point)  # 1
+    moved = composite(source, background_plate(source, plan), plan)  # 2, 3
+    yield ProgressEvent(phase="warp", step=1, total=1)
+    if settings.fill == "model" and plan.hole.any():
+        moved = yield from _model_fill(pipe, moved, plan.hole, settings, work_hw, amp, eps_wrap)  # 4, 5
+    return Image.fromarray(moved), plan
+
+
+def _model_fill(
+    pipe: Any,
+    picture: np.ndarray,
+    hole: np.ndarray,
+    settings: WarpConfig,
+    work_hw: tuple[int, int],
+    amp: torch.dtype | None,
+    eps_wrap: Any,
+) -> Generator[ProgressEvent, None, np.ndarray]:
+    """Steps 4–5: the model's repaint of ``hole`` at work size, resized back and pasted inside the hole."""
+    h, w = picture.shape[:2]
+    wh, ww = work_hw
+    small = Image.fromarray(picture).resize((ww, wh), Image.Resampling.BICUBIC)
+    small_hole = (
+        np.asarray(Image.fromarray(hole.astype(np.uint8) * 255).resize((ww, wh), Image.Resampling.BILINEAR))
+        > 0
+    )
+    device = pipe.unet.device
+    pixels = image_to_tensor(small).to(device)
+    fill = FillSettings(settings.fill_steps, settings.fill_strength, settings.fill_prompt)
+    total = max(1, round(fill.strength * fill.num_steps)) * 2
+    run = blended_fill(pipe, pixels, torch.from_numpy(small_hole), fill, amp, eps_wrap)
+    while True:
+        try:
+            step = next(run)
+        except StopIteration as done:
+            out = done.value
+            break
+        yield ProgressEvent(phase="fill", step=step, total=total)
+    generated = tensor_to_pil(out)[0]
+    if generated.size != (w, h):
+        generated = generated.resize((w, h), Image.Resampling.BICUBIC)
+    return paste_hole(picture, np.asarray(generated), hole, settings.feather_px)
