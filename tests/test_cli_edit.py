@@ -11,7 +11,9 @@ from PIL import Image
 
 from dragdiff.cli import main
 
-FAST = [
+FAST = [  # DragDiffusion, cut short
+    "--preset",
+    "dragdiffusion",
     "--set",
     "lora.steps=2",
     "--set",
@@ -48,7 +50,7 @@ def test_edit_writes_image_record_and_animation(files, tiny_pipeline_dir: Path, 
         "--drag",
         "21,22:40,22",
         "--drag",
-        "5,5:8,30",
+        "10,10:12,30",
         "--mask",
         str(files["mask"]),
         "--prompt",
@@ -71,7 +73,7 @@ def test_edit_writes_image_record_and_animation(files, tiny_pipeline_dir: Path, 
         assert out.size == (60, 44)
     record = json.loads((files["dir"] / "out.json").read_text())
     assert record["iterations"] == 3 and record["mode"] == "real"
-    assert record["instruction"]["handles"] == [[21.0, 22.0], [5.0, 5.0]] and record["instruction"]["mask"]
+    assert record["instruction"]["handles"] == [[21.0, 22.0], [10.0, 10.0]] and record["instruction"]["mask"]
     assert record["config"]["inversion"]["num_steps"] == 10 and record["files"]["output"] == str(files["out"])
     assert record["model"] == str(tiny_pipeline_dir) and record["device"] == "cpu"
     with Image.open(gif) as anim:
@@ -150,6 +152,11 @@ BAD_CASES = {
     ),
     "unknown field": (["edit", "{image}", "--drag", "1,1:5,5", "--set", "drag.speed=2"], "drag.speed"),
     "bad value": (["edit", "{image}", "--drag", "1,1:5,5", "--set", "drag.lr=fast"], "drag.lr"),
+    "handle outside the mask": (
+        ["edit", "{image}", "--drag", "1,1:20,20", "--mask", "{mask}"],
+        "handle 1 at (1, 1) is outside the editable mask",
+    ),
+    "image too small": (["edit", "{dir}/bad/tiny.png", "--drag", "0,0:0,0"], "1x1 px"),
     "bad latents": (
         ["edit", "{image}", "--drag", "1,1:5,5", "--generated", "{dir}/bad/broken.png"],
         "broken.png",
@@ -168,8 +175,9 @@ def test_bad_input_is_one_line_exit_2_nothing_written(
     (bad / "broken.png").write_bytes(b"\x89PNG not really")
     Image.new("L", (10, 10), 255).save(bad / "small.png")
     Image.new("L", (60, 44), 128).save(bad / "gray.png")
+    Image.new("RGB", (1, 1), "red").save(bad / "tiny.png")
     args, message = BAD_CASES[case]
-    argv = [a.format(dir=files["dir"], image=files["image"]) for a in args]
+    argv = [a.format(dir=files["dir"], image=files["image"], mask=files["mask"]) for a in args]
     if "--model" not in argv:
         argv += ["--model", str(tiny_pipeline_dir)]
     if "-o" not in argv:
@@ -219,3 +227,35 @@ def test_seed_flag_and_set_seed_are_the_config_seed() -> None:
     assert build_config(args(None, ["seed=6"])).seed == 6
     assert build_config(args(None, [])).seed == 0
     assert not hasattr(build_config(args(5, [])).lora, "seed")
+
+
+def test_default_edit_is_the_warp_and_keeps_every_pixel_outside_the_mask(files, tiny_pipeline_dir) -> None:
+    """No preset: the warp method; the record says so and the pixels outside the mask are the input's."""
+    argv = ["edit", str(files["image"]), "--drag", "21,22:30,22", "--mask", str(files["mask"])]
+    argv += ["--model", str(tiny_pipeline_dir), "--set", "warp.fill_steps=4", "-o", str(files["out"])]
+    assert main(argv) == 0
+    record = json.loads((files["dir"] / "out.json").read_text())
+    assert record["method"] == "warp" and record["kept_outside_mask"]
+    assert record["moved_parts"] >= 1
+    src = np.asarray(Image.open(files["image"]).convert("RGB"))
+    out = np.asarray(Image.open(files["out"]).convert("RGB"))
+    outside = np.asarray(Image.open(files["mask"])) == 0
+    assert np.array_equal(src[outside], out[outside])
+    assert not np.array_equal(src, out)
+
+
+def test_method_flag_overrides_the_preset(files, tiny_pipeline_dir) -> None:
+    argv = ["edit", str(files["image"]), "--drag", "21,22:30,22", *FAST, "--method", "warp"]
+    argv += ["--set", "warp.fill=classical", "--model", str(tiny_pipeline_dir), "-o", str(files["out"])]
+    assert main(argv) == 0
+    record = json.loads((files["dir"] / "out.json").read_text())
+    assert record["method"] == "warp" and record["config"]["lora"]["steps"] == 2  # the preset's, then --method
+
+
+def test_unknown_method_is_one_line_naming_the_choices(files, capsys) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(["edit", str(files["image"]), "--drag", "1,1:5,5", "--method", "magic", "-o", str(files["out"])])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "'magic'" in err[0] and "warp" in err[0] and "dragdiffusion" in err[0]
+    assert _outputs(files["dir"]) == set()

@@ -16,9 +16,10 @@ import torch
 
 from conftest import build_tiny_pipeline, make_test_image
 from dragdiff.bench.runner import deterministic_mode
-from dragdiff.config import ConfigError, EditConfig, GenerateConfig, LoraConfig, RuntimeConfig
+from dragdiff.config import ConfigError, EditConfig, GenerateConfig, LoraConfig, RuntimeConfig, preset
 from dragdiff.diffusion.graphs import GraphedForward, graphs_usable
 from dragdiff.diffusion.lora import train_lora
+from dragdiff.diffusion.optimise import _eager_iterations, _graphed_iterations
 from dragdiff.diffusion.unet import Conditioning, unet_eps
 from dragdiff.editor import DragEditor
 from dragdiff.types import DragInstruction
@@ -29,7 +30,7 @@ def cuda(test):  # opt-in (pytest -m gpu), and skipped where there is no CUDA de
     return pytest.mark.gpu(skip(test))
 
 
-CASE = EditConfig().override(
+CASE = preset("dragdiffusion").override(
     **{
         "lora.steps": 8,  # > the 2 warm-up steps: the graph is captured and replayed
         "lora.batch_size": 2,
@@ -158,7 +159,6 @@ def test_graphed_edit_of_a_generated_image_matches_eager(gpu_pipe, tmp_path) -> 
 @cuda
 def test_graphed_loop_undoes_the_update_of_the_iteration_that_stops(gpu_pipe, tmp_path) -> None:
     """The stop rule fires inside a replayed iteration: ẑ_t and the count end as in the eager loop."""
-    editor = DragEditor(gpu_pipe, lora_cache_dir=tmp_path)
     config = CASE
     results = []
     for graphed in (False, True):
@@ -176,9 +176,9 @@ def test_graphed_loop_undoes_the_update_of_the_iteration_that_stops(gpu_pipe, tm
         opt = torch.optim.Adam([z], lr=0.1, fused=True, capturable=True)  # as the editor's on CUDA
         stop = threading.Event()
         if graphed:
-            run = editor._graphed_iterations(z, handles, opt, forward, False, 10, 0, stop)
+            run = _graphed_iterations(torch.device("cuda"), z, handles, opt, forward, False, 10, 0, stop)
         else:
-            run = editor._eager_iterations(handles, opt, forward, False, config, stop)
+            run = _eager_iterations(torch.device("cuda"), handles, opt, forward, False, config, stop)
         statuses = [(it, status) for it, _, _, status in run]
         results.append((statuses, z.detach().clone()))
     (eager_status, eager_z), (graphed_status, graphed_z) = results

@@ -10,11 +10,11 @@ import pytest
 import torch
 
 from conftest import build_tiny_pipeline
-from dragdiff.config import ConfigError, EditConfig, GenerateConfig
+from dragdiff.config import ConfigError, GenerateConfig, preset
 from dragdiff.editor import DragEditor
 from dragdiff.types import DragInstruction, InputError
 
-FAST = EditConfig().override(
+FAST = preset("dragdiffusion").override(
     **{
         "lora.steps": 2,
         "lora.batch_size": 1,
@@ -34,7 +34,7 @@ def _instruction(mask: bool = True) -> DragInstruction:
     m = np.zeros((44, 60), dtype=bool)
     m[8:36, 8:52] = True
     return DragInstruction.from_pairs(
-        [((21, 22), (40, 22)), ((5, 5), (8, 30))], mask=m if mask else None, prompt="a cat"
+        [((21, 22), (40, 22)), ((10, 10), (12, 30))], mask=m if mask else None, prompt="a cat"
     )
 
 
@@ -232,5 +232,5 @@ def test_autocast_dtype(weights, device: str, precision: str, want) -> None:
     fake = SimpleNamespace(
         pipe=SimpleNamespace(unet=SimpleNamespace(dtype=weights)), device=torch.device(device)
     )
-    cfg = EditConfig().override(**{"runtime.precision": precision})
+    cfg = preset("dragdiffusion").override(**{"runtime.precision": precision})
     assert DragEditor._amp(fake, cfg) == want  # type: ignore[arg-type]

@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from conftest import build_tiny_pipeline, make_test_image
-from dragdiff.config import PRESETS, EditConfig, LoraConfig, preset
+from dragdiff.config import DEFAULT_PRESET, PRESETS, EditConfig, LoraConfig, preset
 from dragdiff.diffusion.features import capture_up_block
 from dragdiff.diffusion.lora import adapter_state, lora_adapter, merged_lora
 from dragdiff.diffusion.unet import Conditioning, unet_eps, unet_features
@@ -25,7 +25,7 @@ from dragdiff.types import DragInstruction
 TRAJECTORY_TOL_GRID = 1.0  # tracked handles: fast vs faithful, supervision-grid px, every iteration
 LPIPS_TOL = 0.01  # final images: fast vs faithful (measured ~1e-7 on this case: a one-level pixel difference)
 
-CASE = EditConfig().override(
+CASE = preset("dragdiffusion").override(
     **{
         "lora.steps": 6,
         "lora.batch_size": 2,
@@ -183,7 +183,9 @@ def test_repeat_drag_reuses_the_inverted_latent(editor: DragEditor) -> None:
 
 
 def test_presets() -> None:
-    assert preset("dragdiffusion") == EditConfig() and EditConfig().runtime.fast
-    assert not preset("faithful").runtime.fast
-    assert preset("faithful").override(**{"runtime.fast": True}) == EditConfig()
+    assert preset("dragdiffusion") == EditConfig(method="dragdiffusion") and EditConfig().runtime.fast
+    assert preset(DEFAULT_PRESET) == EditConfig()
+    assert not preset("faithful").runtime.fast and not preset("faithful").keep_outside_mask
+    faithful_fast = preset("faithful").override(**{"runtime.fast": True, "keep_outside_mask": True})
+    assert faithful_fast == preset("dragdiffusion")
     assert set(PRESETS) >= {"dragdiffusion", "faithful", "fast"}

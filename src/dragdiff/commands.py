@@ -15,7 +15,15 @@ import threading
 from pathlib import Path
 from typing import Any, NoReturn
 
-from dragdiff.config import PRESETS, ConfigError, EditConfig, GenerateConfig, preset
+from dragdiff.config import (
+    DEFAULT_PRESET,
+    METHOD_NAMES,
+    PRESETS,
+    ConfigError,
+    EditConfig,
+    GenerateConfig,
+    preset,
+)
 from dragdiff.types import DragInstruction, InputError, ProgressEvent
 
 _DEFAULTS = EditConfig()
@@ -78,7 +86,7 @@ def _model_args(parser: argparse.ArgumentParser) -> None:
 def _register_edit(subparsers: Any) -> None:
     p = subparsers.add_parser(
         "edit",
-        help="drag points of an image (DragDiffusion)",
+        help="drag points of an image (warp by default; DragDiffusion with --preset dragdiffusion)",
         description="Move image content from handle points to target points with a diffusion model.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="config fields for --set (section.field=default):\n"
@@ -101,9 +109,16 @@ def _register_edit(subparsers: Any) -> None:
     )
     p.add_argument(
         "--preset",
-        default="dragdiffusion",
+        default=DEFAULT_PRESET,
         choices=sorted(PRESETS),
-        help="named configuration (default: %(default)s)",
+        help="named configuration (default: %(default)s; docs/methods.md compares them)",
+    )
+    p.add_argument(
+        "--method",
+        default=None,
+        choices=METHOD_NAMES,
+        help="drag method, overriding the preset's: warp (moves the pixels, the model fills what they "
+        "uncover) or dragdiffusion (the paper's latent optimisation)",
     )
     p.add_argument(
         "--seed",
@@ -176,8 +191,10 @@ def _register_generate(subparsers: Any) -> None:
 
 
 def build_config(args: argparse.Namespace) -> EditConfig:
-    """Preset, then --seed and --preview-every, then every --set (validated by the dataclasses)."""
+    """Preset, then --method, --seed and --preview-every, then every --set (validated by the dataclasses)."""
     config = preset(args.preset)
+    if getattr(args, "method", None):
+        config = config.override(method=args.method)
     if args.seed is not None:
         config = config.override(seed=args.seed)
     preview_every = args.preview_every

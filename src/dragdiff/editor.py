@@ -1,14 +1,16 @@
-"""``DragEditor``: the DragDiffusion orchestrator (paper §3; SPEC §1–§6).
+"""``DragEditor``: loads a model once, checks each edit's inputs, runs the chosen drag method, keeps caches.
 
-An edit runs as numbered steps, each a method below:
+An edit runs as numbered steps:
+    0. check       the inputs, before any work (``check_inputs``): one-line errors naming the value
     1. prepare     work size, resized image, points on the supervision grid, mask at latent size, prompt
-    2. LoRA        identity-preserving LoRA, trained once per (image, prompt, model, config) and cached (§2)
-    3. inversion   DDIM inversion to z_t (§3), or the stored latent of a generated image (§6)
-    4. drag        latent optimisation: motion supervision + point tracking (§4, Eq. 3–4)
-    5. denoise     [z_t, ẑ_t] with reference-latent control (§5)
-    6. decode      the edited branch, resized back to the input size
+    2. method      ``dragdiff.methods.<config.method>``: streams its own steps (LoRA, inversion, drag,
+                   denoise, decode for ``dragdiffusion``; warp, fill for ``warp``), returns a ``DragOutcome``
+    3. keep        with a mask, every pixel outside it is the input's (``keep_outside_mask``; off in
+                   ``faithful``)
+    4. record      the JSON record and the ``DragResult``
 ``iter_edit`` streams a ``ProgressEvent`` per step and honours a stop flag; ``edit`` runs it to the end.
-Generated-image mode (``edit(GeneratedImage, …)``) skips steps 2–3 and keeps classifier-free guidance.
+The editor also owns what outlives one edit: the identity-LoRA cache (in memory and on disk) and the
+inverted latents of recent images (``identity_lora``, ``start_latent``: the ``ModelCaches`` of a method).
 """
 
 from __future__ import annotations
@@ -23,7 +25,6 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Generator, Iterator
 from contextlib import nullcontext
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -33,26 +34,17 @@ from PIL import Image
 from torch import Tensor
 
 from dragdiff.config import ConfigError, EditConfig, GenerateConfig
-from dragdiff.diffusion.attention import controlled_layers, reference_control
-from dragdiff.diffusion.features import capture_up_block
+from dragdiff.diffusion.attention import controlled_layers
+from dragdiff.diffusion.clock import Clock
+from dragdiff.diffusion.context import EditContext, Prepared
 from dragdiff.diffusion.generate import GeneratedImage, generate
-from dragdiff.diffusion.graphs import (
-    WARMUP_STEPS,
-    CapturedStep,
-    GraphedForward,
-    graphs_usable,
-    on_side_stream,
-)
+from dragdiff.diffusion.graphs import GraphedForward, graphs_usable
 from dragdiff.diffusion.inversion import (
-    alpha_at,
     ddim_scheduler,
-    decode_latents,
     encode_image,
     encode_prompt,
     image_to_tensor,
     invert_steps,
-    previous_timestep,
-    tensor_to_pil,
 )
 from dragdiff.diffusion.loading import (
     load_pipeline,
@@ -68,32 +60,22 @@ from dragdiff.diffusion.lora import (
     LoraState,
     adapter_fits,
     deltas_fit,
-    lora_adapter,
     lora_cache_key,
-    merged_lora,
     train_lora,
 )
-from dragdiff.diffusion.unet import Conditioning, channels_last, combine_features, unet_eps, unet_features
+from dragdiff.diffusion.unet import Conditioning, unet_eps
+from dragdiff.geometry.blend import keep_outside
 from dragdiff.io import package_versions
-from dragdiff.ops import (
-    ddim_transfer,
-    features_at,
-    grid_to_image,
-    image_to_grid,
-    mask_term,
-    motion_loss,
-    predict_x0_eps,
-    reached,
-    resize_bilinear,
-    resize_mask,
-    track_points,
-    work_size,
-)
+from dragdiff.methods import DragOutcome, get_method
+from dragdiff.ops import image_to_grid, resize_mask, work_size
 from dragdiff.types import DragInstruction, DragResult, InputError, Point, ProgressEvent
 
 logger = logging.getLogger(__name__)
 
 __all__ = ["DragEditor", "EditRun", "GeneratedImage"]
+
+
+KEEP_FEATHER_PX = 2  # soft inner edge of the kept-outside-mask composite, in work-size pixels
 
 
 class EditRun(Iterator[ProgressEvent]):
@@ -116,22 +98,6 @@ class EditRun(Iterator[ProgressEvent]):
     def close(self) -> None:
         """Abandon the edit (the UNet is restored: adapters and attention processors removed)."""
         self._steps.close()
-
-
-@dataclass
-class _Prepared:
-    """Step 1's output: everything later steps need, in engine units."""
-
-    image_hw: tuple[int, int]  # (H, W) of the user's image
-    work_hw: tuple[int, int]  # (H', W') pixels the model runs at
-    grid_hw: tuple[int, int]  # supervision grid (SPEC §4: half the work size)
-    work_image: Image.Image | None  # real mode: the image at work size
-    handles: Tensor  # (N, 2) (row, col) on the grid
-    targets: Tensor  # (N, 2)
-    mask: Tensor | None  # (1, 1, h, w) at latent size, 1 = may change
-    cond: Conditioning
-    generated: GeneratedImage | None
-    prompt: str  # the instruction's prompt (real mode: the LoRA and inversion depend on it)
 
 
 class DragEditor:
@@ -235,7 +201,7 @@ class DragEditor:
     ) -> Iterator[ProgressEvent]:
         with self._busy, self._on_device():
             w, h = work_size(image.width, image.height, self.native, self.multiple)
-            yield from self._identity_lora(
+            yield from self.identity_lora(
                 image.convert("RGB").resize((w, h), Image.Resampling.BICUBIC), prompt, config
             )
 
@@ -297,6 +263,8 @@ class DragEditor:
 
     # --- the edit, step by step ----------------------------------------------------------------------
 
+    # --- the edit, step by step ----------------------------------------------------------------------
+
     def _edit_steps(
         self,
         image: Image.Image | GeneratedImage,
@@ -304,83 +272,25 @@ class DragEditor:
         config: EditConfig,
         stop: threading.Event,
     ) -> Generator[ProgressEvent, None, DragResult]:
-        if config.method == "warp":
-            return (yield from self._warp_steps(image, instruction, config))
-        fast, unet = config.runtime.fast, self.pipe.unet
-        cuda = self.device.type == "cuda"
-        with self._busy, self._on_device(), channels_last(unet, fast and cuda):
-            clock = _Clock(self.device)
+        method = get_method(config.method)
+        with self._busy, self._on_device():
+            clock = Clock(self.device)
             prep = self._prepare(image, instruction, config)  # 1
             clock.lap("prepare")
-            lora: LoraState | None = None
-            if prep.work_image is not None and config.lora.enabled and config.lora.steps > 0:
-                lora = yield from self._identity_lora(prep.work_image, instruction.prompt, config)  # 2
-            clock.lap("lora")
-            adapter: Any = nullcontext()
-            if lora is not None:  # fast: merged into the weights; faithful: peft's side branch
-                adapter = (
-                    merged_lora(unet, config.lora, lora) if fast else lora_adapter(unet, config.lora, lora)
-                )
-            with adapter:
-                z_t, t, steps = yield from self._start_latent(prep, config)  # 3
-                clock.lap("inversion")
-                drag = yield from self._optimise(prep, z_t, t, config, stop)  # 4
-                clock.lap("drag")
-                latents = yield from self._denoise(prep, z_t, drag.latents, steps, config)  # 5
-                clock.lap("denoise")
-            edited = self._decode(latents[1:2], prep.image_hw)  # 6
-            clock.lap("decode")
-            yield ProgressEvent(phase="done", step=1, total=1, handles=drag.final_handles)
-            return self._result(image, instruction, config, prep, drag, t, clock, edited, lora is not None)
+            ctx = EditContext(self.pipe, prep, self._amp(config), self._graphed(config), clock, caches=self)
+            outcome = yield from method(ctx, instruction, config, stop)  # 2
+            edited = outcome.image
+            if config.keep_outside_mask and instruction.mask is not None:  # 3
+                feather = max(1, round(KEEP_FEATHER_PX * max(prep.image_hw) / max(prep.work_hw)))
+                edited = keep_outside(prep.source, edited, np.asarray(instruction.mask, bool), feather)
+            clock.lap("keep")
+        yield ProgressEvent(phase="done", step=1, total=1, handles=outcome.final_handles)
+        return self._result(instruction, config, prep, outcome, clock, edited)  # 4
 
-    def _warp_steps(
-        self, image: Image.Image | GeneratedImage, instruction: DragInstruction, config: EditConfig
-    ) -> Generator[ProgressEvent, None, DragResult]:
-        """The ``warp`` method (``methods.warp``): explicit warp + model fill; no LoRA, no optimisation."""
-        from dragdiff.methods.warp import warp_edit
-
-        picture = image.image if isinstance(image, GeneratedImage) else image
-        with self._busy, self._on_device(), torch.no_grad():
-            clock = _Clock(self.device)
-            w, h = work_size(picture.width, picture.height, self.native, self.multiple)
-            edited, plan = yield from warp_edit(
-                self.pipe, picture, instruction, config.warp, (h, w), self._amp(config)
-            )
-            clock.lap("warp")
-        yield ProgressEvent(phase="done", step=1, total=1, handles=instruction.targets)
-        record = {
-            "config": config.to_dict(),
-            "method": "warp",
-            "instruction": {
-                "handles": [list(p.as_tuple()) for p in instruction.handles],
-                "targets": [list(p.as_tuple()) for p in instruction.targets],
-                "mask": instruction.mask is not None,
-                "prompt": instruction.prompt,
-            },
-            "moved_parts": int(plan.labels.max()),
-            "uncovered_pixels": int(plan.hole.sum()),
-            "timings": clock.totals(),
-            "seed": config.seed,
-            "package_versions": package_versions(),
-            "model": self.model_id,
-            "image_size": [picture.width, picture.height],
-            "work_size": [w, h],
-            "device": str(self.device),
-        }
-        return DragResult(
-            image=edited,
-            source=picture,
-            instruction=instruction,
-            final_handles=instruction.targets,  # the warp puts each handle's content at its target exactly
-            iterations=0,
-            timings=clock.totals(),
-            record=record,
-        )
-
-    # 1. prepare
+    # 1. prepare (cheap for every method: the prompt encoding is one text-encoder call)
     def _prepare(
         self, image: Image.Image | GeneratedImage, instruction: DragInstruction, config: EditConfig
-    ) -> _Prepared:
+    ) -> Prepared:
         gen = image if isinstance(image, GeneratedImage) else None
         picture = gen.image if gen is not None else image
         assert isinstance(picture, Image.Image)
@@ -417,10 +327,11 @@ class DragEditor:
                 torch.from_numpy(np.asarray(instruction.mask, dtype=np.float32)), (work_h // f, work_w // f)
             )
             mask = mask.to(device)  # (1, 1, h, w)
-        return _Prepared(
+        return Prepared(
             image_hw=image_hw,
             work_hw=(work_h, work_w),
             grid_hw=grid_hw,
+            source=picture.convert("RGB"),
             work_image=work_image,
             handles=image_to_grid(handles, image_hw, grid_hw).to(device),
             targets=image_to_grid(targets, image_hw, grid_hw).to(device),
@@ -430,8 +341,9 @@ class DragEditor:
             prompt=instruction.prompt,
         )
 
-    # 2. identity LoRA
-    def _identity_lora(
+    # --- the caches a method reads (``diffusion.context.ModelCaches``) ---------------------------------
+
+    def identity_lora(
         self, work_image: Image.Image, prompt: str, config: EditConfig
     ) -> Generator[ProgressEvent, None, LoraState]:
         fast = config.runtime.fast
@@ -467,9 +379,8 @@ class DragEditor:
             work_image, prompt, self._weights_id, config.lora, seed=config.seed, precision=precision
         )
 
-    # 3. inversion (real image) or the stored latent (generated image)
-    def _start_latent(
-        self, prep: _Prepared, config: EditConfig
+    def start_latent(
+        self, prep: Prepared, config: EditConfig
     ) -> Generator[ProgressEvent, None, tuple[Tensor, int, list[int]]]:
         """z_t, its timestep t and the timesteps that denoise it; inversion streams one event per step."""
         scheduler = self.pipe.scheduler
@@ -512,7 +423,7 @@ class DragEditor:
                 return out
             yield ProgressEvent(phase="inversion", step=step, total=inv.inverted_steps)
 
-    def _inversion_key(self, prep: _Prepared, config: EditConfig) -> str:
+    def _inversion_key(self, prep: Prepared, config: EditConfig) -> str:
         """Everything z_t depends on: the image at work size, prompt, model weights, LoRA (its cache key, or
         none), autocast dtype, inversion settings and guidance."""
         assert prep.work_image is not None
@@ -524,252 +435,6 @@ class DragEditor:
             "inversion": dataclasses.asdict(config.inversion),
         }
         return hashlib.sha256(json.dumps(meta, sort_keys=True).encode()).hexdigest()
-
-    # 4. latent optimisation
-    def _optimise(
-        self, prep: _Prepared, z_t: Tensor, t: int, config: EditConfig, stop: threading.Event
-    ) -> Generator[ProgressEvent, None, _Drag]:
-        """Motion supervision + point tracking on z_t (Eq. 3–4); one UNet forward/backward per iteration.
-
-        Notation: ẑ_t the optimised latent (``z``), F the features on the grid, h_i/g_i handles/targets,
-        f_i = F⁰ at the original handles (``reference``), x⁰_{t-1} the DDIM step from the un-optimised z_t.
-        With CUDA graphs an iteration is replayed whole (forward, tracking, loss, backward, Adam step), so the
-        stop rule is read after the update and a stopping iteration's update is undone (ẑ_t restored).
-        """
-        drag, sched, every = config.drag, self.pipe.scheduler, config.runtime.preview_every
-        graphed = self._graphed(config)
-        device = self.device
-        # device tensors when graphed: a capture may not copy host values to the device
-        alphas = alpha_at(sched, t).item(), alpha_at(sched, previous_timestep(sched, t)).item()
-        a_t: float | Tensor = alphas[0]
-        a_prev: float | Tensor = alphas[1]
-        t_in: int | Tensor = t
-        if graphed:
-            a_t, a_prev = (torch.full((), a, device=device) for a in alphas)
-            t_in = torch.full((), t, dtype=torch.long, device=device)
-        pred_type = sched.config.prediction_type
-        masked = prep.mask is not None  # ε is needed only for the mask term (and previews)
-        ref: dict[str, Tensor] = {}  # "f": f_i (N, C) = F⁰ at the original handles; "x": x⁰_{t-1} (masked)
-
-        def keep_references(f0: Tensor, eps0: Tensor | None) -> None:
-            ref["f"] = features_at(f0, prep.handles)  # (N, C) f_i
-            if eps0 is not None and masked:
-                ref["x"] = ddim_transfer(z_t, eps0, a_t, a_prev, pred_type)
-
-        if not config.runtime.fast:  # the reference's own no-grad forward for F⁰ and ε⁰
-            with torch.no_grad():
-                keep_references(*self._features(z_t, t_in, prep, config, need_eps=masked))
-        z = z_t.detach().float().clone().requires_grad_(True)  # ẑ_t, the fp32 leaf
-        # fused on CUDA (its step count on the device): the same in a CUDA graph as eagerly
-        on_cuda = device.type == "cuda"
-        optimiser = torch.optim.Adam([z], lr=drag.lr, fused=on_cuda, capturable=on_cuda)
-
-        def forward(handles: Tensor, track: bool, need_eps: bool) -> tuple[Tensor, Tensor, Tensor | None]:
-            """Features, tracking (Eq. 4), stop rule, loss (Eq. 3 + mask term) at the current ẑ_t.
-            Returns (report = [all done, loss, handles (row, col)...], loss, ε or None)."""
-            feats, eps = self._features(z, t_in, prep, config, need_eps=need_eps)
-            if not ref:  # fast path, first iteration: ẑ_t = z_t, so this forward gives F⁰ and ε⁰ (the mask
-                # term is then |x - x| = 0 with a zero gradient, as with a separate forward)
-                keep_references(feats.detach(), eps.detach() if eps is not None else None)
-            if track:
-                handles = track_points(feats, ref["f"], handles, drag.r_p)  # Eq. 4
-            done = reached(handles, prep.targets, drag.stop_distance)  # (N,) bool
-            loss = motion_loss(feats, handles, prep.targets, drag.r_m, active=~done)  # Eq. 3
-            if "x" in ref and eps is not None and prep.mask is not None:
-                x_prev = ddim_transfer(z, eps, a_t, a_prev, pred_type)
-                loss = loss + mask_term(x_prev, ref["x"], prep.mask, drag.lam)
-            report = torch.cat([done.all().float().view(1), loss.detach().float().view(1), handles.flatten()])
-            return report, loss, eps
-
-        if graphed:
-            n = drag.max_iterations
-            run = self._graphed_iterations(z, prep.handles, optimiser, forward, masked, n, every, stop)
-        else:
-            run = self._eager_iterations(prep.handles, optimiser, forward, masked, config, stop)
-        frames: list[tuple[Image.Image, tuple[Point, ...]]] = []
-        handles, stopped, converged, iterations = prep.handles, False, False, 0
-        for it, host, eps, status in run:
-            handles = host[2:].view(-1, 2)
-            if status != "step":
-                stopped, converged = status == "stopped", status == "converged"
-                break
-            iterations = it + 1
-            points = self._grid_to_points(handles, prep)
-            preview = None
-            if eps is not None and every and (it + 1) % every == 0:
-                preview = self._preview(z.detach(), eps.detach(), float(a_t), pred_type, prep)
-                frames.append((preview, points))
-            yield ProgressEvent(
-                phase="drag",
-                step=iterations,
-                total=drag.max_iterations,
-                handles=points,
-                loss=float(host[1]),
-                preview=preview,
-            )
-        return _Drag(
-            latents=z.detach(),
-            initial_handles=self._to_image(prep.handles, prep),
-            final_handles=self._to_image(handles, prep),
-            iterations=iterations,
-            stopped=stopped,
-            converged=converged,
-            previews=frames,
-        )
-
-    def _eager_iterations(
-        self,
-        handles: Tensor,
-        optimiser: torch.optim.Optimizer,
-        forward: Any,
-        masked: bool,
-        config: EditConfig,
-        stop: threading.Event,
-    ) -> Iterator[tuple[int, Tensor, Tensor | None, str]]:
-        """The optimisation loop run op by op: yields (iteration, host report, ε, status) per iteration;
-        status "step" after an update, "converged" (stop rule, no update) or "stopped" (the stop flag)."""
-        every = config.runtime.preview_every
-        reader = _HostReader(self.device, overlap=config.runtime.fast)
-        host = torch.cat([torch.zeros(2), handles.detach().float().cpu().flatten()])
-        for it in range(config.drag.max_iterations):
-            if stop.is_set():
-                yield it, host, None, "stopped"
-                return
-            preview_due = bool(every) and (it + 1) % every == 0
-            report, loss, eps = forward(handles, it > 0, masked or preview_due)
-            # the one host read of the iteration; the fast path queues the backward before waiting for it
-            # (unused if the stop rule fires: ẑ_t is not updated)
-            reader.start(report)
-            optimiser.zero_grad(set_to_none=True)
-            if reader.overlap:
-                loss.backward()
-            host = reader.wait()
-            handles = report[2:].detach().view(-1, 2)
-            if host[0] > 0:  # stop rule, checked before the update (SPEC §4)
-                yield it, host, None, "converged"
-                return
-            if not reader.overlap:
-                loss.backward()
-            optimiser.step()
-            yield it, host, eps, "step"
-
-    def _graphed_iterations(
-        self,
-        z: Tensor,
-        handles: Tensor,
-        optimiser: torch.optim.Optimizer,
-        forward: Any,
-        masked: bool,
-        max_iterations: int,
-        preview_every: int,
-        stop: threading.Event,
-    ) -> Iterator[tuple[int, Tensor, Tensor | None, str]]:
-        """``_eager_iterations`` with each iteration from the first tracked one on as one CUDA graph.
-
-        The first ``WARMUP_STEPS`` iterations (at least iteration 0: no tracking, and it sets the references)
-        run eagerly on a side stream, then the iteration is captured and replayed. Every iteration updates
-        ẑ_t; when the report says the stop rule fired, the update is undone from the copy the iteration
-        kept, which leaves ẑ_t as the eager loop leaves it. An iteration that decodes a preview needs ε on the
-        host's side, so it runs eagerly too (the same computation; the graph reads the same tensors after it).
-        """
-        current = handles.detach().clone()  # (N, 2) the tracked handles, updated in place
-        z_before = torch.empty_like(z)
-        reader = _HostReader(self.device, overlap=True)
-        host = torch.cat([torch.zeros(2), handles.detach().float().cpu().flatten()])
-
-        def iteration(track: bool, need_eps: bool = masked) -> tuple[Tensor, Tensor | None]:
-            z_before.copy_(z.detach())
-            report, loss, eps = forward(current, track, need_eps)
-            optimiser.zero_grad(set_to_none=True)
-            loss.backward()
-            optimiser.step()
-            current.copy_(report[2:].view(-1, 2))
-            return report, eps
-
-        captured: CapturedStep | None = None
-        for it in range(max_iterations):
-            if stop.is_set():
-                yield it, host, None, "stopped"
-                return
-            preview_due = bool(preview_every) and (it + 1) % preview_every == 0
-            eps: Tensor | None = None
-            if captured is None or preview_due:
-                report, eps = on_side_stream(
-                    lambda: iteration(it > 0, masked or preview_due)  # noqa: B023 (called now)
-                )
-            else:
-                report, _ = captured()
-            reader.start(report)
-            if captured is None and max(WARMUP_STEPS, 1) <= it + 1 < max_iterations:
-                # capture the next iterations while the GPU still runs this one
-                optimiser.zero_grad(set_to_none=True)  # the graph allocates its own gradient
-                captured = CapturedStep(lambda: iteration(track=True))
-            host = reader.wait()
-            if host[0] > 0:  # the stop rule fired before this update: undo it (SPEC §4)
-                with torch.no_grad():
-                    z.copy_(z_before)
-                yield it, host, None, "converged"
-                return
-            yield it, host, eps, "step"
-
-    def _features(
-        self, z: Tensor, t: int | Tensor, prep: _Prepared, config: EditConfig, need_eps: bool = True
-    ) -> tuple[Tensor, Tensor | None]:
-        """One UNet forward: (features on the supervision grid (1, C, H'', W''), ε (1, 4, h, w) or None).
-
-        The fast path stops the forward after the feature block when ε is not needed (None is returned);
-        the features and their gradients are the same as the full forward's.
-        """
-        unet, index, amp = self.pipe.unet, config.drag.feature_up_block, self._amp(config)
-        eps: Tensor | None = None
-        if need_eps or not config.runtime.fast:
-            with capture_up_block(unet, index) as capture:
-                eps = unet_eps(unet, z, t, prep.cond, amp)
-            raw = capture.pop()
-        else:
-            raw = unet_features(unet, z, t, prep.cond, index, amp)
-        feats = combine_features(raw.float(), prep.cond)  # (1, C, h, w); 2C with guidance
-        # = F.interpolate(bilinear, align_corners=False) as two matmuls: a deterministic backward on CUDA
-        return resize_bilinear(feats, prep.grid_hw, align_corners=False), eps
-
-    def _preview(self, z: Tensor, eps: Tensor, a_t: float, pred_type: str, prep: _Prepared) -> Image.Image:
-        """x̂_0 of the current latent, decoded and resized to the input size (a cheap look at the edit)."""
-        x0, _ = predict_x0_eps(z, eps, a_t, pred_type)
-        return self._decode(x0, prep.image_hw)
-
-    # 5. denoise with reference-latent control
-    def _denoise(
-        self, prep: _Prepared, z_src: Tensor, z_edit: Tensor, steps: list[int], config: EditConfig
-    ) -> Generator[ProgressEvent, None, Tensor]:
-        """Denoise the batch [source, edited]; edited self-attention reads the source's keys/values (§5)."""
-        unet, sched, den = self.pipe.unet, self.pipe.scheduler, config.denoise
-        amp = self._amp(config)
-        z = torch.cat([z_src, z_edit]).float()  # (2, 4, h, w): [source, edited]
-        control = reference_control(unet, den.control_levels) if den.reference_control else nullcontext(None)
-
-        def unet_call(z: Tensor, t: int | Tensor, controlled: bool = False) -> Tensor:
-            return unet_eps(unet, z, t, prep.cond, amp)  # [src, edit] pairs, x2 with guidance
-
-        # graphed: one graph per state of the control switch (``controlled`` is the graph's key)
-        tag = ("denoise", id(unet), amp, den.control_levels, prep.cond.cfg)
-        graphed = self._graphed(config)
-        eps_fn: Callable[..., Tensor] = GraphedForward(unet_call, tag) if graphed else unet_call
-        with control as switch, torch.no_grad():
-            for i, t in enumerate(steps):
-                if switch is not None:
-                    switch.enabled = i >= den.control_from_step
-                eps = eps_fn(z, t, switch is not None and switch.enabled)
-                z = sched.step(eps, t, z).prev_sample
-                yield ProgressEvent(phase="denoise", step=i + 1, total=len(steps))
-        return z
-
-    # 6. decode
-    def _decode(self, latents: Tensor, image_hw: tuple[int, int]) -> Image.Image:
-        image = tensor_to_pil(decode_latents(self.pipe, latents))[0]
-        h, w = image_hw
-        return image if image.size == (w, h) else image.resize((w, h), Image.Resampling.BICUBIC)
-
-    # --- helpers ---------------------------------------------------------------------------------------
 
     def _on_device(self) -> Any:
         """The editor's CUDA device as the current one (streams, events and graphs are made on the current
@@ -793,30 +458,19 @@ class DragEditor:
             return None if unet_dtype in (torch.float16, torch.bfloat16) else torch.bfloat16
         return unet_dtype if unet_dtype != torch.float32 else None
 
-    def _to_image(self, grid_points: Tensor, prep: _Prepared) -> tuple[Point, ...]:
-        return self._grid_to_points(grid_points.detach().cpu(), prep)
-
-    @staticmethod
-    def _grid_to_points(grid_points: Tensor, prep: _Prepared) -> tuple[Point, ...]:
-        """(N, 2) CPU (row, col) on the grid -> image-pixel Points."""
-        xy = grid_to_image(grid_points, prep.grid_hw, prep.image_hw).tolist()
-        return tuple(Point(float(x), float(y)) for x, y in xy)
-
     def _result(
         self,
-        image: Image.Image | GeneratedImage,
         instruction: DragInstruction,
         config: EditConfig,
-        prep: _Prepared,
-        drag: _Drag,
-        t: int,
-        clock: _Clock,
+        prep: Prepared,
+        outcome: DragOutcome,
+        clock: Clock,
         edited: Image.Image,
-        used_lora: bool,
     ) -> DragResult:
-        source = image.image if isinstance(image, GeneratedImage) else image
+        source = prep.generated.image if prep.generated is not None else prep.source
         record = {
             "config": config.to_dict(),
+            "method": config.method,
             "mode": "generated" if prep.generated is not None else "real",
             "instruction": {
                 "handles": [list(p.as_tuple()) for p in instruction.handles],
@@ -824,15 +478,8 @@ class DragEditor:
                 "mask": instruction.mask is not None,
                 "prompt": prep.generated.prompt if prep.generated is not None else instruction.prompt,
             },
-            "tracked_handles": {
-                "before": [list(p.as_tuple()) for p in drag.initial_handles],
-                "after": [list(p.as_tuple()) for p in drag.final_handles],
-            },
-            "iterations": drag.iterations,
-            "converged": drag.converged,
-            "stopped": drag.stopped,
-            "timestep": t,
-            "lora": used_lora,
+            **outcome.record,
+            "kept_outside_mask": bool(config.keep_outside_mask and instruction.mask is not None),
             "timings": clock.totals(),
             "seed": config.seed,
             "package_versions": package_versions(),
@@ -847,12 +494,12 @@ class DragEditor:
             image=edited,
             source=source,
             instruction=instruction,
-            final_handles=drag.final_handles,
-            iterations=drag.iterations,
+            final_handles=outcome.final_handles,
+            iterations=outcome.iterations,
             timings=clock.totals(),
             record=record,
-            frames=[self._frame(p, instruction, h) for p, h in drag.previews],
-            stopped=drag.stopped,
+            frames=[self._frame(p, instruction, h) for p, h in outcome.previews],
+            stopped=outcome.stopped,
         )
 
     @staticmethod
@@ -868,90 +515,3 @@ def _same_model(a: str, b: str) -> bool:
         return True
     pa, pb = Path(a).expanduser(), Path(b).expanduser()
     return pa.exists() and pb.exists() and pa.resolve() == pb.resolve()
-
-
-@dataclass
-class _Drag:
-    """Step 4's output."""
-
-    latents: Tensor  # (1, 4, h, w) ẑ_t after optimisation
-    initial_handles: tuple[Point, ...]  # image px
-    final_handles: tuple[Point, ...]
-    iterations: int
-    stopped: bool
-    converged: bool
-    previews: list[tuple[Image.Image, tuple[Point, ...]]]  # (x̂_0 preview, tracked handles) pairs
-
-
-class _HostReader:
-    """The optimisation's one device->host read per iteration.
-
-    Blocking (``overlap=False``, the faithful path) reads at ``start``. Overlapped (the fast path, on CUDA)
-    starts an asynchronous copy into pinned memory and records an event, so the host can queue the backward
-    before ``wait`` blocks on the copy alone rather than on everything queued so far.
-    """
-
-    def __init__(self, device: torch.device, overlap: bool) -> None:
-        self.overlap = overlap and device.type == "cuda"
-        self._host: Tensor | None = None
-        self._event: Any = None
-
-    def start(self, values: Tensor) -> None:
-        if not self.overlap:
-            self._host = values.cpu()
-            return
-        if self._host is None or self._host.shape != values.shape:
-            self._host = torch.empty(values.shape, dtype=values.dtype, pin_memory=True)
-        self._host.copy_(values, non_blocking=True)
-        self._event = torch.cuda.Event()
-        self._event.record()
-
-    def wait(self) -> Tensor:
-        assert self._host is not None
-        if self._event is not None:
-            self._event.synchronize()
-        return self._host.clone() if self.overlap else self._host
-
-
-class _Clock:
-    """Seconds per phase and in all.
-
-    On CUDA a lap records an event instead of synchronising, so the host can queue the next phase (capture
-    its CUDA graphs, launch its first kernels) while the GPU finishes the last one; a phase's seconds are
-    then measured on the GPU's timeline (from the event ending the phase before to the one ending it), and
-    ``total`` is wall-clock time once everything has finished. Elsewhere laps are wall-clock.
-    """
-
-    def __init__(self, device: torch.device) -> None:
-        self.device = device
-        self.laps: dict[str, float] = {}
-        self._events: list[tuple[str, Any]] = []
-        self._total: float | None = None
-        self._last = self._start = time.perf_counter()
-        if device.type == "cuda":
-            self._events.append(("", self._event()))
-
-    def _event(self) -> Any:
-        event = torch.cuda.Event(enable_timing=True)
-        event.record(torch.cuda.current_stream(self.device))
-        return event
-
-    def lap(self, name: str) -> None:
-        if self.device.type == "cuda":
-            self._events.append((name, self._event()))
-            return
-        now = time.perf_counter()
-        self.laps[name] = now - self._last
-        self._last = now
-
-    def totals(self) -> dict[str, float]:
-        """Seconds per phase, plus ``total`` since the clock started (the first call fixes the numbers)."""
-        if self._total is None:
-            if self.device.type == "cuda":
-                torch.cuda.synchronize(self.device)
-                for (_, a), (name, b) in zip(self._events, self._events[1:], strict=False):
-                    self.laps[name] = a.elapsed_time(b) / 1000
-                self._total = time.perf_counter() - self._start
-            else:
-                self._total = self._last - self._start
-        return {**self.laps, "total": self._total}

@@ -77,6 +77,11 @@ class DragInstruction:
 
     def validate_for(self, width: int, height: int) -> None:
         """Check points and mask against an image of this size; raise InputError naming the bad value."""
+        if min(width, height) < MIN_IMAGE_SIDE:
+            raise InputError(
+                f"the image is {width}x{height} px; a drag edit needs at least {MIN_IMAGE_SIDE} px "
+                "on each side"
+            )
         for kind, pts in (("handle", self.handles), ("target", self.targets)):
             for i, p in enumerate(pts):
                 if not (0 <= p.x <= width - 1 and 0 <= p.y <= height - 1):
@@ -87,6 +92,24 @@ class DragInstruction:
             m = np.asarray(self.mask)
             if m.ndim != 2 or m.shape != (height, width):
                 raise InputError(f"mask is {_shape(m)} but the image is {width}x{height} (W x H)")
+            self._check_handles_in(m.astype(bool))
+
+    def _check_handles_in(self, mask: np.ndarray) -> None:
+        """A handle outside the editable mask can move nothing: an error naming it, before any work.
+        A handle within ``HANDLE_SLACK_PX`` of the mask counts as inside (a click on a painted edge)."""
+        h, w = mask.shape
+        r = HANDLE_SLACK_PX
+        for i, p in enumerate(self.handles):
+            x, y = int(round(p.x)), int(round(p.y))
+            if not mask[max(y - r, 0) : min(y + r + 1, h), max(x - r, 0) : min(x + r + 1, w)].any():
+                raise InputError(
+                    f"handle {i + 1} at ({p.x:g}, {p.y:g}) is outside the editable mask: the content there "
+                    "may not change, so it cannot be dragged (paint the mask over it)"
+                )
+
+
+HANDLE_SLACK_PX = 2
+MIN_IMAGE_SIDE = 16  # below this a drag has no room (and the model would run on an upscaled blur)
 
 
 def _shape(m: np.ndarray) -> str:

@@ -35,7 +35,7 @@ def test_reads_samples_in_sorted_order_with_categories(tmp_path):
     mask = np.zeros((30, 40), np.uint8)
     mask[5:20, 3:30] = 1
     _make_sample(tmp_path / "b_cat" / "s2")
-    _make_sample(tmp_path / "b_cat" / "s1", points=((1, 2), (3, 4), (10, 11), (12, 13)), mask=mask)
+    _make_sample(tmp_path / "b_cat" / "s1", points=((4, 6), (3, 4), (10, 11), (12, 13)), mask=mask)
     _make_sample(tmp_path / "a_cat" / "z9", prompt="")
     (tmp_path / ".hidden").mkdir()
     samples = list(read_dragbench(tmp_path))
@@ -43,7 +43,7 @@ def test_reads_samples_in_sorted_order_with_categories(tmp_path):
     two = samples[1]
     assert two.ref.category == "b_cat" and two.image.size == (40, 30)
     ins = two.instruction
-    assert [p.as_tuple() for p in ins.handles] == [(1, 2), (10, 11)]
+    assert [p.as_tuple() for p in ins.handles] == [(4, 6), (10, 11)]
     assert [p.as_tuple() for p in ins.targets] == [(3, 4), (12, 13)]
     assert ins.prompt == "a cat" and ins.mask.dtype == bool and ins.mask.sum() == 15 * 27
     assert samples[0].instruction.mask is None  # an all-zero mask means "no mask drawn"
@@ -103,7 +103,7 @@ def test_writer_round_trips_through_the_reader(tmp_path):
     mask = np.zeros((32, 48), bool)
     mask[4:20, 8:40] = True
     ins = DragInstruction.from_pairs(
-        [((10, 12), (30, 14)), ((5, 5), (6, 9))], mask=mask, prompt="a red circle"
+        [((10, 12), (30, 14)), ((9, 5), (6, 9))], mask=mask, prompt="a red circle"
     )
     write_dragbench_sample(tmp_path / "move" / "000", image, ins)
     assert sorted(p.name for p in (tmp_path / "move" / "000").iterdir()) == [

@@ -26,7 +26,7 @@ PER_RUN = {"seconds"}  # wall-clock numbers differ between runs; everything else
 def _args(bench: Path, out: Path, model: Path) -> list[str]:
     sets = [a for s in FAST for a in ("--set", s)]
     models = ["--model", str(model), "--dift-model", str(model)]
-    return ["bench", "run", str(bench), "-o", str(out), *models, *sets]
+    return ["bench", "run", str(bench), "-o", str(out), "--preset", "dragdiffusion", *models, *sets]
 
 
 def _metrics(summary: dict) -> dict:
@@ -91,7 +91,7 @@ def test_rerun_skips_finished_samples_and_redoes_missing_ones(single, bench, tin
         from dragdiff.config import EditConfig
 
         model = str(tiny_pipeline_dir)
-        run_benchmark(bench, out, EditConfig(), model=model, dift_model=model)
+        run_benchmark(bench, out, EditConfig(method="dragdiffusion", seed=5), model=model, dift_model=model)
 
 
 def test_torchrun_two_processes_match_one(single, bench, tiny_pipeline_dir, tmp_path):

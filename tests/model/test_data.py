@@ -26,7 +26,6 @@ def test_sample_follows_the_generator():
     assert ca != cc
 
 
-
 def test_to_uint8_is_what_a_png_holds():
     x = torch.tensor([-1.5, -1.0, 0.0, 1.0 / 255, 1.0, 2.0])
     assert to_uint8(x).tolist() == [0, 0, 128, 128, 255, 255]  # clamped; 127.5 and 128.0 round to 128

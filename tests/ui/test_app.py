@@ -99,7 +99,7 @@ def test_missing_points_are_a_clear_error() -> None:
 
 def test_the_advanced_panel_starts_from_the_config_defaults() -> None:
     values = dict(zip([k for k, _ in ui.ADVANCED], ui.panel_values("dragdiffusion"), strict=True))
-    cfg = EditConfig()
+    cfg = EditConfig(method="dragdiffusion")
     assert values["lora.steps"] == cfg.lora.steps and values["lora.lr"] == cfg.lora.lr
     assert values["lora.rank"] == cfg.lora.rank and values["inversion.strength"] == cfg.inversion.strength
     assert values["drag.max_iterations"] == cfg.drag.max_iterations and values["drag.lr"] == cfg.drag.lr

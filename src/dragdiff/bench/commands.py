@@ -15,7 +15,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from dragdiff.config import PRESETS
+from dragdiff.config import DEFAULT_PRESET, PRESETS
 
 
 def register(subparsers: Any) -> None:
@@ -51,9 +51,7 @@ def register(subparsers: Any) -> None:
     run.add_argument(
         "-o", "--output", required=True, metavar="RESULTS", help="results folder (resumed if present)"
     )
-    run.add_argument(
-        "--preset", default="dragdiffusion", choices=sorted(PRESETS), help="default: %(default)s"
-    )
+    run.add_argument("--preset", default=DEFAULT_PRESET, choices=sorted(PRESETS), help="default: %(default)s")
     run.add_argument(
         "--set", action="append", default=[], dest="overrides", metavar="SECTION.FIELD=VALUE",
         help="override a config value, e.g. --set lora.steps=40 (see `dragdiff edit --help`)",

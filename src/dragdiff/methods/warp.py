@@ -10,41 +10,64 @@ carry the content, so the method works on a weak model too. Steps:
                  partial DDIM inversion at the model's work size, empty prompt (``diffusion.fill``)
     5. paste     the model's pixels inside the hole only, with a feathered edge; every other pixel is the
                  composite's, and everything outside ``plan.changed`` is the source bit for bit
+    6. refine    optional (``warp.refine_strength`` > 0, preset ``warp_refine``): the same blended denoising
+                 over every changed pixel at a low strength, so the model harmonises what the warp placed
 """
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Generator
+from dataclasses import replace
 from typing import Any
 
+import cv2
 import numpy as np
 import torch
 from PIL import Image
 
-from dragdiff.config import WarpConfig
+from dragdiff.config import EditConfig, WarpConfig
+from dragdiff.diffusion.context import EditContext
 from dragdiff.diffusion.fill import FillSettings, blended_fill, paste_hole
+from dragdiff.diffusion.graphs import GraphedForward
 from dragdiff.diffusion.inversion import image_to_tensor, tensor_to_pil
-from dragdiff.geometry.warp import WarpPlan, background_plate, composite, plan_warp
+from dragdiff.geometry.warp import background_plate, composite, plan_warp
+from dragdiff.methods.base import DragOutcome
 from dragdiff.types import DragInstruction, ProgressEvent
 
+__all__ = ["run"]
 
-def warp_edit(
-    pipe: Any,
-    image: Image.Image,
-    instruction: DragInstruction,
-    settings: WarpConfig,
-    work_hw: tuple[int, int],
-    amp: torch.dtype | None = None,
-    eps_wrap: Any = None,
-) -> Generator[ProgressEvent, None, tuple[Image.Image, WarpPlan]]:
-    """The whole method on a PIL image; yields progress, returns (edited image at input size, the plan)."""
-    source = np.asarray(image.convert("RGB"))  # (H, W, 3) uint8
+
+def run(
+    ctx: EditContext, instruction: DragInstruction, config: EditConfig, stop: threading.Event
+) -> Generator[ProgressEvent, None, DragOutcome]:
+    settings = config.warp
+    source = np.asarray(ctx.prep.source.convert("RGB"))  # (H, W, 3) uint8
     plan = plan_warp(source, instruction, seam=settings.seam_px, two_point=settings.two_point)  # 1
     moved = composite(source, background_plate(source, plan), plan)  # 2, 3
+    ctx.clock.lap("warp")
     yield ProgressEvent(phase="warp", step=1, total=1)
-    if settings.fill == "model" and plan.hole.any():
-        moved = yield from _model_fill(pipe, moved, plan.hole, settings, work_hw, amp, eps_wrap)  # 4, 5
-    return Image.fromarray(moved), plan
+    if settings.fill == "model" and plan.hole.any() and not stop.is_set():
+        wrap = GraphedForward if ctx.graphed else None  # CUDA graphs for the fill's fixed-shape UNet calls
+        with torch.no_grad():
+            fill = _model_fill(ctx.pipe, moved, plan.hole, settings, ctx.prep.work_hw, ctx.amp, wrap)
+            moved = yield from fill  # 4, 5
+    ctx.clock.lap("fill")
+    if settings.refine_strength > 0 and not stop.is_set():
+        region = _dilate(plan.changed, settings.seam_px)
+        refine = replace(settings, fill_strength=settings.refine_strength)
+        wrap = GraphedForward if ctx.graphed else None
+        with torch.no_grad():
+            moved = yield from _model_fill(
+                ctx.pipe, moved, region, refine, ctx.prep.work_hw, ctx.amp, wrap
+            )  # 6
+        ctx.clock.lap("refine")
+    return DragOutcome(
+        image=Image.fromarray(moved),
+        initial_handles=instruction.handles,
+        final_handles=instruction.targets,  # the warp puts each handle's content at its target exactly
+        record={"moved_parts": int(plan.labels.max()), "uncovered_pixels": int(plan.hole.sum())},
+    )
 
 
 def _model_fill(
@@ -80,3 +103,10 @@ def _model_fill(
     if generated.size != (w, h):
         generated = generated.resize((w, h), Image.Resampling.BICUBIC)
     return paste_hole(picture, np.asarray(generated), hole, settings.feather_px)
+
+
+def _dilate(region: np.ndarray, px: int) -> np.ndarray:
+    if px <= 0:
+        return region
+    disc = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * px + 1, 2 * px + 1))
+    return cv2.dilate(region.astype(np.uint8), disc) > 0
