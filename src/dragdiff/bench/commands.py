@@ -1,6 +1,6 @@
 """``dragdiff bench``: make the ground-truth suite, run a benchmark, summarise a results folder.
 
-    dragdiff bench make-gt OUT_DIR [--count N --seed S]
+    dragdiff bench make-gt OUT_DIR [--count N --seed S --kinds K1,K2,...]
     dragdiff bench run BENCH_DIR -o RESULTS [--preset …] [--set …] [--model …] [--dift-model …] [--limit N]
                        [--deterministic]
     dragdiff bench summarize RESULTS
@@ -31,8 +31,16 @@ def register(subparsers: Any) -> None:
     gt.add_argument(
         "out_dir", metavar="OUT_DIR", help="folder to write (created; existing samples overwritten)"
     )
-    gt.add_argument("--count", type=int, default=24, help="number of cases (default: %(default)s)")
+    gt.add_argument(
+        "--count", type=int, default=48,
+        help="number of cases (default: %(default)s = every kind x 3 distances x with/without mask)",
+    )  # fmt: skip
     gt.add_argument("--seed", type=int, default=0, help="suite seed (default: %(default)s)")
+    gt.add_argument(
+        "--kinds", default=None, metavar="K1,K2,...",
+        help="edit kinds to cycle through (default: all eight, see docs/benchmark.md); "
+        "move,move_multi,stretch,resize rebuilds a suite made before the other four existed",
+    )  # fmt: skip
     gt.add_argument(
         "--size", type=int, default=None, help="image side in px (default: 128, the embedded model's)"
     )
@@ -91,9 +99,12 @@ def register(subparsers: Any) -> None:
 
 
 def run_make_gt(args: argparse.Namespace) -> int:
-    from dragdiff.bench.gtsuite import GT_SIZE, write_gt_suite
+    from dragdiff.bench.gtsuite import EDIT_KINDS, GT_SIZE, check_kinds, write_gt_suite
 
-    folders = write_gt_suite(args.out_dir, count=args.count, seed=args.seed, size=args.size or GT_SIZE)
+    kinds = check_kinds(_names(args.kinds)) if args.kinds is not None else EDIT_KINDS
+    folders = write_gt_suite(
+        args.out_dir, count=args.count, seed=args.seed, size=args.size or GT_SIZE, kinds=kinds
+    )
     print(f"wrote {len(folders)} ground-truth samples to {args.out_dir}")
     if args.preview:
         from dragdiff.bench.dragbench import SampleRef, load_sample
@@ -109,6 +120,11 @@ def run_make_gt(args: argparse.Namespace) -> int:
         atomic_save_image(sheet, args.preview)
         print(f"wrote {args.preview}")
     return 0
+
+
+def _names(text: str) -> list[str]:
+    """A comma-separated list of names, blanks dropped."""
+    return [n.strip() for n in text.split(",") if n.strip()]
 
 
 def run_bench(args: argparse.Namespace) -> int:
