@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Issue #3: which settings let DragDiffusion carry content on the embedded model? The ground-truth suite
-# (24 cases, `dragdiff bench make-gt bench-gt24 --count 24 --seed 0`) edited under several variants of the
+# Issue #3: which settings let DragDiffusion carry content on the embedded model? The four-kind ground-truth
+# suite (24 cases, `dragdiff bench make-gt bench-gt24 --count 24 --seed 0`, made before the suite had eight
+# kinds; now `... --kinds move,move_multi,stretch,resize` rebuilds it) edited under several variants of the
 # dragdiffusion preset, all at once on one GPU (the 128-px model leaves it mostly idle), then the bundled
 # examples under the same variants (benchmarks/drag_sweep.py). Writes $OUT/sweep_gt.md (each run's "all" row),
 # $OUT/sweep_gt.tar.gz (records, contact sheets, the examples' pictures and JSON), $OUT/examples_sweep.png.

@@ -249,12 +249,12 @@ def test_method_flag_overrides_the_preset(files, tiny_pipeline_dir) -> None:
     argv += ["--set", "warp.fill=classical", "--model", str(tiny_pipeline_dir), "-o", str(files["out"])]
     assert main(argv) == 0
     record = json.loads((files["dir"] / "out.json").read_text())
-    assert record["method"] == "warp" and record["config"]["lora"]["steps"] == 2  # the preset's, then --method
+    assert record["method"] == "warp" and record["config"]["lora"]["steps"] == 2  # preset, then --method
 
 
 def test_unknown_method_is_one_line_naming_the_choices(files, capsys) -> None:
     with pytest.raises(SystemExit) as exit_info:
-        main(["edit", str(files["image"]), "--drag", "1,1:5,5", "--method", "magic", "-o", str(files["out"])])
+        main(["edit", str(files["image"]), "--drag", "1,1:5,5", "--method", "magic", "-o", "x.png"])
     assert exit_info.value.code == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "'magic'" in err[0] and "warp" in err[0] and "dragdiffusion" in err[0]

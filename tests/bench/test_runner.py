@@ -169,3 +169,113 @@ def test_deterministic_flag_is_recorded_and_two_runs_match_bit_for_bit(bench, ti
             assert ra[key] == rb[key], key  # bit-identical, not approximately equal
     assert main(_args(bench, runs[0], tiny_pipeline_dir) + ["--limit", "1"]) == 2  # no mixed settings
     assert "holds a run with deterministic=True" in capsys.readouterr().err
+
+
+# --- methods side by side ---------------------------------------------------------------------------------
+
+TINY_WARP = ["warp.fill_steps=4"]  # applies to every method; only the warp method reads it
+
+
+def _methods_args(bench: Path, out: Path, model: Path, methods: str) -> list[str]:
+    sets = [a for s in FAST + TINY_WARP for a in ("--set", s)]
+    return ["bench", "run", str(bench), "-o", str(out), "--model", str(model), "--methods", methods,
+            "--limit", "2", *sets]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def eight_kinds(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("gt8") / "suite"
+    write_gt_suite(path, count=8, seed=0, size=64)  # sorted, the first two: center and crossing
+    return path
+
+
+@pytest.fixture(scope="module")
+def side_by_side(eight_kinds, tiny_pipeline_dir, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("runs") / "methods"
+    assert main(_methods_args(eight_kinds, out, tiny_pipeline_dir, "warp,fast")) == 0
+    return out
+
+
+def test_methods_run_side_by_side_with_one_table(side_by_side):
+    from dragdiff.config import PRESETS
+
+    out = side_by_side
+    assert json.loads((out / "methods.json").read_text()) == {"methods": ["warp", "fast"]}
+    for name in ("warp", "fast"):  # each method: a results folder of its own, on the same samples
+        run = json.loads((out / name / "run.json").read_text())
+        assert run["method"] == name and run["config"]["method"] == PRESETS[name].method
+        assert run["config"]["lora"]["steps"] == 1 and run["overrides"]["warp.fill_steps"] == 4
+        keys = sorted(
+            p.relative_to(out / name / "samples").as_posix() for p in (out / name).glob("samples/*/*")
+        )
+        assert keys == ["center/004-near-free.json", "crossing/006-near-free.json"]
+    summary = json.loads((out / "summary.json").read_text())
+    assert list(summary["methods"]) == ["warp", "fast"]
+    for row in summary["methods"].values():
+        assert row["ok"] == 2 and row["pairs"] == 2 and row["seconds"] > 0
+        assert {
+            "handle_error",
+            "target_psnr_in",
+            "target_lpips_in",
+            "keep_psnr_out",
+            "keep_lpips_out",
+        } <= set(row)
+    assert set(summary["kinds"]["warp"]) == {"center", "crossing"}
+    assert set(summary["kinds"]["fast"]["center"]) == {"samples", "ok", "handle_error", "target_psnr_in"}
+    md = (out / "summary.md").read_text()
+    assert "| method | samples | ok | errors | pairs | handle_error |" in md
+    assert "| warp |" in md and "| fast |" in md and "| center |" in md and "| crossing |" in md
+    assert (
+        "| kind | warp handle_error | warp target_psnr_in | fast handle_error | fast target_psnr_in |" in md
+    )
+    table = (out / "summary.csv").read_text().splitlines()
+    assert table[0].startswith(
+        "method,samples,ok,errors,pairs,handle_error,handle_error_start,target_psnr_in"
+    )
+    assert [line.split(",")[0] for line in table[1:]] == ["warp", "fast"]
+    by_kind = (out / "summary_by_kind.csv").read_text().splitlines()
+    assert by_kind[0] == "method,kind,samples,ok,handle_error,target_psnr_in" and len(by_kind) == 5
+    assert (
+        Image.open(out / "contact_sheet.png").width == 5 * 64
+    )  # source | instruction | warp | fast | target
+    assert (out / "warp" / "summary.md").is_file() and (out / "fast" / "contact_sheet.png").is_file()
+
+
+def test_methods_resume_per_method_and_summarize_rebuilds(side_by_side, eight_kinds, tiny_pipeline_dir,
+                                                          tmp_path, capsys):  # fmt: skip
+    out = tmp_path / "copy"
+    subprocess.run(["cp", "-r", str(side_by_side), str(out)], check=True)
+    stamps = {p: p.stat().st_mtime_ns for p in out.glob("*/samples/*/*.json")}
+    missing = out / "fast" / "samples" / "crossing" / "006-near-free.json"
+    missing.unlink()
+    assert main(_methods_args(eight_kinds, out, tiny_pipeline_dir, "warp,fast")) == 0
+    assert json.loads(missing.read_text())["status"] == "ok"  # only the missing method x sample ran
+    assert all(p.stat().st_mtime_ns == t for p, t in stamps.items() if p != missing)
+    before = json.loads((out / "summary.json").read_text())
+    (out / "summary.json").unlink()
+    assert main(["bench", "summarize", str(out)]) == 0
+    assert json.loads((out / "summary.json").read_text()) == before
+    capsys.readouterr()
+    # a method's folder is a results folder of its own; another config there is refused as for any run
+    assert main(["bench", "run", str(eight_kinds), "-o", str(out / "warp"), "--limit", "1"]) == 2
+    assert "holds a run with a different config" in capsys.readouterr().err
+    assert main(["bench", "run", str(eight_kinds), "-o", str(out), "--limit", "1"]) == 2  # --preset here
+    assert "holds methods side by side" in capsys.readouterr().err
+
+
+def test_bad_method_names_stop_before_anything_is_written(eight_kinds, tmp_path, capsys):
+    from dragdiff.config import PRESETS
+
+    out = tmp_path / "never"
+    assert main(["bench", "run", str(eight_kinds), "-o", str(out), "--methods", "warp,nope"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert (
+        err == f"dragdiff: error: --methods: unknown preset 'nope'; valid names: {', '.join(sorted(PRESETS))}"
+    )
+    assert main(["bench", "run", str(eight_kinds), "-o", str(out), "--methods", "warp,warp"]) == 2
+    assert "named twice" in capsys.readouterr().err
+    assert (
+        main(["bench", "run", str(eight_kinds), "-o", str(out), "--methods", "warp", "--preset", "fast"]) == 2
+    )
+    assert "give --preset or --methods, not both" in capsys.readouterr().err
+    assert not out.exists()

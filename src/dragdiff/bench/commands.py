@@ -1,8 +1,8 @@
 """``dragdiff bench``: make the ground-truth suite, run a benchmark, summarise a results folder.
 
-    dragdiff bench make-gt OUT_DIR [--count N --seed S]
-    dragdiff bench run BENCH_DIR -o RESULTS [--preset …] [--set …] [--model …] [--dift-model …] [--limit N]
-                       [--deterministic]
+    dragdiff bench make-gt OUT_DIR [--count N --seed S --kinds K1,K2,...]
+    dragdiff bench run BENCH_DIR -o RESULTS [--preset P | --methods P1,P2,…] [--set …] [--model …]
+                       [--dift-model …] [--limit N] [--deterministic]
     dragdiff bench summarize RESULTS
 
 ``bench run`` may be launched by ``torchrun --nproc_per_node K -m dragdiff.cli bench run …`` to split the
@@ -15,7 +15,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from dragdiff.config import DEFAULT_PRESET, PRESETS
+from dragdiff.config import DEFAULT_PRESET, PRESETS, ConfigError
 
 
 def register(subparsers: Any) -> None:
@@ -31,8 +31,16 @@ def register(subparsers: Any) -> None:
     gt.add_argument(
         "out_dir", metavar="OUT_DIR", help="folder to write (created; existing samples overwritten)"
     )
-    gt.add_argument("--count", type=int, default=24, help="number of cases (default: %(default)s)")
+    gt.add_argument(
+        "--count", type=int, default=48,
+        help="number of cases (default: %(default)s = every kind x 3 distances x with/without mask)",
+    )  # fmt: skip
     gt.add_argument("--seed", type=int, default=0, help="suite seed (default: %(default)s)")
+    gt.add_argument(
+        "--kinds", default=None, metavar="K1,K2,...",
+        help="edit kinds to cycle through (default: all eight, see docs/benchmark.md); "
+        "move,move_multi,stretch,resize rebuilds a suite made before the other four existed",
+    )  # fmt: skip
     gt.add_argument(
         "--size", type=int, default=None, help="image side in px (default: 128, the embedded model's)"
     )
@@ -43,7 +51,8 @@ def register(subparsers: Any) -> None:
         "run",
         help="edit and score every sample of a benchmark folder (resumable)",
         formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog="example:\n  dragdiff bench run gt/ -o results/ --set drag.max_iterations=40 --limit 8",
+        epilog="examples:\n  dragdiff bench run gt/ -o results/ --set drag.max_iterations=40 --limit 8\n"
+        "  dragdiff bench run gt/ -o compare/ --methods warp,dragdiffusion   # compare/<preset>/, one table",
     )
     run.add_argument(
         "bench_dir", metavar="BENCH_DIR", help="DragBench-layout folder (DragBench or make-gt output)"
@@ -51,7 +60,12 @@ def register(subparsers: Any) -> None:
     run.add_argument(
         "-o", "--output", required=True, metavar="RESULTS", help="results folder (resumed if present)"
     )
-    run.add_argument("--preset", default=DEFAULT_PRESET, choices=sorted(PRESETS), help="default: %(default)s")
+    run.add_argument("--preset", default=None, choices=sorted(PRESETS), help=f"default: {DEFAULT_PRESET}")
+    run.add_argument(
+        "--methods", default=None, metavar="P1,P2,...",
+        help="several presets on the same samples in one run, side by side: RESULTS/<preset>/ each, one "
+        f"comparison table in RESULTS/summary.* (presets: {', '.join(sorted(PRESETS))})",
+    )  # fmt: skip
     run.add_argument(
         "--set", action="append", default=[], dest="overrides", metavar="SECTION.FIELD=VALUE",
         help="override a config value, e.g. --set lora.steps=40 (see `dragdiff edit --help`)",
@@ -82,16 +96,21 @@ def register(subparsers: Any) -> None:
     run.set_defaults(func=run_bench)
 
     summ = sub.add_parser(
-        "summarize", help="rebuild summary.{md,csv,json} and contact sheets of a results folder"
+        "summarize",
+        help="rebuild summary.{md,csv,json} and contact sheets of a results folder (or of each method and "
+        "the side-by-side table of a --methods folder)",
     )
     summ.add_argument("results", metavar="RESULTS")
     summ.set_defaults(func=run_summarize)
 
 
 def run_make_gt(args: argparse.Namespace) -> int:
-    from dragdiff.bench.gtsuite import GT_SIZE, write_gt_suite
+    from dragdiff.bench.gtsuite import EDIT_KINDS, GT_SIZE, check_kinds, write_gt_suite
 
-    folders = write_gt_suite(args.out_dir, count=args.count, seed=args.seed, size=args.size or GT_SIZE)
+    kinds = check_kinds(_names(args.kinds)) if args.kinds is not None else EDIT_KINDS
+    folders = write_gt_suite(
+        args.out_dir, count=args.count, seed=args.seed, size=args.size or GT_SIZE, kinds=kinds
+    )
     print(f"wrote {len(folders)} ground-truth samples to {args.out_dir}")
     if args.preview:
         from dragdiff.bench.dragbench import SampleRef, load_sample
@@ -109,22 +128,43 @@ def run_make_gt(args: argparse.Namespace) -> int:
     return 0
 
 
+def _names(text: str) -> list[str]:
+    """A comma-separated list of names, blanks dropped."""
+    return [n.strip() for n in text.split(",") if n.strip()]
+
+
+def method_names(text: str) -> list[str]:
+    """``--methods`` as a list of preset names; a one-line error naming a bad one and the valid names."""
+    names = _names(text)
+    valid = ", ".join(sorted(PRESETS))
+    if not names:
+        raise ConfigError(f"--methods needs preset names separated by commas; valid names: {valid}")
+    for name in names:
+        if name not in PRESETS:
+            raise ConfigError(f"--methods: unknown preset {name!r}; valid names: {valid}")
+    if len(set(names)) != len(names):
+        raise ConfigError(f"--methods: a preset is named twice in {text!r}")
+    return names
+
+
 def run_bench(args: argparse.Namespace) -> int:
-    from dragdiff.bench.runner import run_benchmark
+    from dragdiff.bench.runner import run_benchmark, run_methods
     from dragdiff.cli import quiet_libraries
     from dragdiff.config import parse_override, preset
 
-    config = preset(args.preset)
-    overrides = {}
-    for text in args.overrides:
-        key, value = parse_override(text, config)
-        config = config.override(**{key: value})
-        overrides[key] = value
+    if args.methods is not None and args.preset is not None:
+        raise ConfigError("give --preset or --methods, not both")
+    names = method_names(args.methods) if args.methods is not None else [args.preset or DEFAULT_PRESET]
+    configs, overrides = {}, {}
+    for name in names:  # the same overrides for every preset, checked before anything runs
+        config = preset(name)
+        for text in args.overrides:
+            key, value = parse_override(text, config)
+            config = config.override(**{key: value})
+            overrides[key] = value
+        configs[name] = config
     quiet_libraries()  # no loading bars under the benchmark's own progress bar
-    summary = run_benchmark(
-        args.bench_dir,
-        args.output,
-        config,
+    common: dict[str, Any] = dict(
         model=args.model,
         dift_model=args.dift_model,
         limit=args.limit,
@@ -134,10 +174,18 @@ def run_bench(args: argparse.Namespace) -> int:
         model_config=args.model_config,
         vae=args.vae,
         dift_model_config=args.dift_model_config,
-        description={"preset": args.preset, "overrides": overrides},
         progress=True,
         deterministic=args.deterministic,
     )
+    if args.methods is None:
+        description = {"preset": names[0], "overrides": overrides}
+        summary = run_benchmark(
+            args.bench_dir, args.output, configs[names[0]], description=description, **common
+        )
+    else:
+        summary = run_methods(
+            args.bench_dir, args.output, configs, description={"overrides": overrides}, **common
+        )
     if summary is not None:
         print((Path(args.output) / "summary.md").read_text(), end="")
         print(f"results in {args.output}")
@@ -145,8 +193,11 @@ def run_bench(args: argparse.Namespace) -> int:
 
 
 def run_summarize(args: argparse.Namespace) -> int:
-    from dragdiff.bench.runner import summarize
+    from dragdiff.bench.runner import METHODS_FILE, summarize, summarize_methods
 
-    summarize(args.results)
+    if (Path(args.results) / METHODS_FILE).is_file():  # methods side by side (bench run --methods)
+        summarize_methods(args.results)
+    else:
+        summarize(args.results)
     print((Path(args.results) / "summary.md").read_text(), end="")
     return 0

@@ -108,7 +108,8 @@ def template_match(
     for each (horizontal, vertical) scale in ``scales`` the content may have undergone (a drag can stretch or
     resize it). ``weights`` (1, 1, H, W) in [0, 1] says which source pixels belong to the dragged content
     (e.g. the object's coverage), so static background inside the patch does not pull the match back to the
-    handle. Returns the (N, 2) (x, y) centres of the best matches. Images are (1, 3, H, W).
+    handle; (N, 1, H, W) gives each point its own map (points on different objects). Returns the (N, 2) (x, y)
+    centres of the best matches. Images are (1, 3, H, W).
     """
     pts = points.to(source)
     weights = torch.ones_like(source[:, :1]) if weights is None else weights.to(source)

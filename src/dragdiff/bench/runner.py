@@ -9,6 +9,11 @@ The results folder describes itself and can be resumed::
     RESULTS/contact_sheet[_NN].png         source | instruction | result | target, 20 samples a page
     RESULTS/lora-cache/                    identity LoRAs per image (reused on a rerun)
 
+``run_methods`` runs several configurations (the CLI's ``--methods``: presets) on the same samples in one
+process: RESULTS/<method>/ is a results folder as above for each, RESULTS/methods.json lists the methods,
+RESULTS/summary.{md,csv,json} and summary_by_kind.csv compare them (one row per method, and method × kind),
+RESULTS/contact_sheet[_NN].png shows their results side by side, and the LoRA cache is shared.
+
 A sample whose JSON exists is skipped, so an interrupted run continues where it stopped; the JSON is written
 atomically after the image, so a sample is never half-recorded. Launched by ``torchrun``, the samples are
 split over the ranks (sorted order, rank r takes samples r, r + world, ...; one GPU per rank on CUDA, the
@@ -26,11 +31,13 @@ import json
 import logging
 import math
 import os
+import re
 import subprocess
 import sys
 import time
 import warnings
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
@@ -47,6 +54,7 @@ from dragdiff.types import InputError
 log = logging.getLogger(__name__)
 
 RUN_FILE = "run.json"
+METHODS_FILE = "methods.json"  # marks a side-by-side folder (run_methods): the methods, in table order
 SHEET_ROWS = 20  # samples per contact-sheet page
 # per-sample scalars summarised (mean over samples); "md" is pooled over all pairs instead (SPEC §7)
 SUMMARY_METRICS = (
@@ -54,6 +62,14 @@ SUMMARY_METRICS = (
     "handle_error", "handle_error_start", "target_psnr_in", "target_lpips_in",
     "keep_psnr_out", "keep_ssim_out", "keep_lpips_out", "seconds",
 )  # fmt: skip
+# the side-by-side table: one row per method; and method × kind (ground-truth metrics, else DragBench's)
+COMPARE_METRICS = (
+    "handle_error", "handle_error_start", "target_psnr_in", "target_lpips_in",
+    "keep_psnr_out", "keep_lpips_out", "if", "md", "seconds",
+)  # fmt: skip
+KIND_METRICS = (("handle_error", "target_psnr_in"), ("if", "md"))
+_METHOD_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")  # a method's folder name
+_NOT_METHODS = ("samples", "images", "lora-cache")  # folders of a results folder
 _RESUME_KEYS = ("config", "model", "dift_model")  # a rerun must match these to reuse finished samples
 CUBLAS_WORKSPACE = ":4096:8"  # the cuBLAS workspace setting that makes its GEMMs reproducible (CUDA >= 10.2)
 _NONDETERMINISM = "deterministic"  # torch's "... does not have a deterministic implementation" alerts say it
@@ -204,25 +220,26 @@ def _is_done(path: Path) -> bool:
         return False
 
 
-def _start_run(results: Path, description: dict[str, Any]) -> None:
-    """Write run.json, or check that an existing one was made with the same config and model."""
+def _resumed(results: Path, description: dict[str, Any]) -> dict[str, Any]:
+    """The run.json to write: ``description``, or the existing one (plus this start) if it was made with the
+    same config, model and deterministic setting; an InputError if it was not."""
     path = results / RUN_FILE
-    if path.is_file():
-        old = json.loads(path.read_text())
-        new = json.loads(json.dumps(description, default=str))
-        for key in _RESUME_KEYS:
-            if old.get(key) != new.get(key):
-                raise InputError(
-                    f"results folder {str(results)!r} holds a run with a different {key}; "
-                    "use a new -o folder (or delete it) to run another configuration"
-                )
-        if _deterministic(old) != _deterministic(new):
+    if not path.is_file():
+        return description
+    old = json.loads(path.read_text())
+    new = json.loads(json.dumps(description, default=str))
+    for key in _RESUME_KEYS:
+        if old.get(key) != new.get(key):
             raise InputError(
-                f"results folder {str(results)!r} holds a run with deterministic={_deterministic(old)}; "
-                "use a new -o folder to run with the other setting"
+                f"results folder {str(results)!r} holds a run with a different {key}; "
+                "use a new -o folder (or delete it) to run another configuration"
             )
-        description = {**old, "resumed": [*old.get("resumed", []), description["started"]]}
-    atomic_write_json(path, description)
+    if _deterministic(old) != _deterministic(new):
+        raise InputError(
+            f"results folder {str(results)!r} holds a run with deterministic={_deterministic(old)}; "
+            "use a new -o folder to run with the other setting"
+        )
+    return {**old, "resumed": [*old.get("resumed", []), description["started"]]}
 
 
 def _deterministic(description: dict[str, Any]) -> bool:
@@ -314,6 +331,7 @@ def _run_sample(
 ) -> None:
     """Edit, score and record one sample; input problems (and CUDA OOM) are recorded as errors."""
     record: dict[str, Any] = {"key": ref.key, "category": ref.category, "name": ref.name}
+    sample_json(results, ref).parent.mkdir(parents=True, exist_ok=True)
     record.update(rank=rank, device=str(editor.device), deterministic=deterministic)  # who ran it, how
     try:
         sample = load_sample(ref)
@@ -348,6 +366,15 @@ def _run_sample(
 # --- the run ----------------------------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class _Job:
+    """One configuration's part of a run: its results folder, its config, what its run.json adds."""
+
+    results: Path
+    config: EditConfig
+    description: dict[str, Any]
+
+
 def run_benchmark(
     bench_dir: str | os.PathLike[str],
     results_dir: str | os.PathLike[str],
@@ -374,56 +401,165 @@ def run_benchmark(
     run.json (the CLI records the preset and overrides there); ``deterministic`` runs everything, from the
     first CUDA call on, under ``deterministic_mode()`` (undone on return).
     """
+    results = Path(results_dir)
+    if (results / METHODS_FILE).is_file():
+        raise InputError(
+            f"results folder {str(results)!r} holds methods side by side (bench run --methods); "
+            "add a method there with --methods, or use a new -o folder"
+        )
+    refs = _run_jobs(
+        bench_dir, [_Job(results, config, description or {})], Path(lora_cache_dir or results / "lora-cache"),
+        model=model, dift_model=dift_model, limit=limit, device=device, dtype=dtype,
+        model_config=model_config, vae=vae, dift_model_config=dift_model_config,
+        progress=progress, deterministic=deterministic,
+    )  # fmt: skip
+    return summarize(results, refs) if refs is not None else None
+
+
+def check_method_names(names: Sequence[str]) -> list[str]:
+    """``names`` as a list if they can label methods side by side (distinct folder names), else an
+    InputError naming the offending one."""
+    names = list(names)
+    if not names:
+        raise InputError("need at least one method to run")
+    for name in names:
+        if not _METHOD_NAME.fullmatch(name) or name in _NOT_METHODS:
+            raise InputError(f"method name {name!r} cannot name a results folder (letters, digits, _ . -)")
+    if len(set(names)) != len(names):
+        raise InputError(f"method names must be distinct, got {names}")
+    return names
+
+
+def run_methods(
+    bench_dir: str | os.PathLike[str],
+    results_dir: str | os.PathLike[str],
+    configs: Mapping[str, EditConfig],
+    *,
+    model: Any = None,
+    dift_model: str | None = None,
+    limit: int | None = None,
+    device: str | None = None,
+    dtype: str | None = None,
+    lora_cache_dir: str | os.PathLike[str] | None = None,
+    model_config: str | None = None,
+    vae: str | None = None,
+    dift_model_config: str | None = None,
+    description: dict[str, Any] | None = None,
+    progress: bool = False,
+    deterministic: bool = False,
+) -> dict[str, Any] | None:
+    """Run each named config on the same samples in one process (one model load) and compare them.
+
+    ``configs`` maps a method name (the CLI's: preset names) to its config, in table order. Each method gets
+    a results folder ``results_dir/<name>/`` exactly as ``run_benchmark`` writes one (resumable per method ×
+    sample; run.json records ``method``); the LoRA cache (``results_dir/lora-cache`` by default) is shared,
+    keyed by the LoRA settings. Other arguments as for ``run_benchmark``. Returns, on rank 0, the side-by-side
+    summary (``summarize_methods``) of every method the folder holds (an earlier run's included).
+    """
+    results = Path(results_dir)
+    names = check_method_names(list(configs))
+    if (results / RUN_FILE).is_file():
+        raise InputError(
+            f"results folder {str(results)!r} holds a single run (bench run --preset); use a new -o folder"
+        )
+    jobs = [_Job(results / n, configs[n], {**(description or {}), "method": n}) for n in names]
+    refs = _run_jobs(
+        bench_dir, jobs, Path(lora_cache_dir or results / "lora-cache"),
+        model=model, dift_model=dift_model, limit=limit, device=device, dtype=dtype,
+        model_config=model_config, vae=vae, dift_model_config=dift_model_config,
+        progress=progress, deterministic=deterministic, methods_root=results,
+    )  # fmt: skip
+    return summarize_methods(results, refs) if refs is not None else None
+
+
+def _run_jobs(
+    bench_dir: str | os.PathLike[str],
+    jobs: list[_Job],
+    lora_cache_dir: Path,
+    *,
+    model: Any,
+    dift_model: str | None,
+    limit: int | None,
+    device: str | None,
+    dtype: str | None,
+    model_config: str | None,
+    vae: str | None,
+    dift_model_config: str | None,
+    progress: bool,
+    deterministic: bool,
+    methods_root: Path | None = None,
+) -> list[SampleRef] | None:
+    """Steps shared by both entry points: check, load the model once, describe each job's folder, run each
+    job's unfinished samples. Returns the samples on rank 0 (None on the others), the summaries unwritten."""
     from dragdiff.editor import DragEditor
 
     if limit is not None and limit < 1:
         raise InputError(f"limit must be >= 1, got {limit}")
     check_dependencies(dift_model, dift_model_config)  # before the model loads and anything is written
     refs = list_samples(bench_dir)[:limit]
-    results = Path(results_dir)
     with deterministic_mode(deterministic) as settings:
-        description = {**(description or {}), "deterministic": settings}
         rank, world, device, created = _distributed(device)
         try:
             mine = refs[rank::world]  # rank 0 always has one; a rank left without samples loads no model
             editor: DragEditor | None = None
             if mine:
                 editor = DragEditor(
-                    model,
-                    vae=vae,
-                    device=device,
-                    dtype=dtype,
-                    lora_cache_dir=lora_cache_dir or results / "lora-cache",
+                    model, vae=vae, device=device, dtype=dtype, lora_cache_dir=lora_cache_dir,
                     model_config=model_config,
-                )
+                )  # fmt: skip
             if rank == 0:
                 assert editor is not None
-                results.mkdir(parents=True, exist_ok=True)
-                _start_run(
-                    results, _describe(bench_dir, config, editor, dift_model, limit, world, description)
-                )
+                described = [
+                    _describe(bench_dir, j.config, editor, dift_model, limit, world,
+                              {**j.description, "deterministic": settings})
+                    for j in jobs
+                ]  # fmt: skip
+                _start_runs(jobs, described, methods_root)
             _barrier(world)
-            todo = [r for r in mine if not _is_done(sample_json(results, r))]
-            log.info("rank %d/%d: %d of %d samples to run", rank, world, len(todo), len(mine))
-            if todo:
+            todos = [[r for r in mine if not _is_done(sample_json(j.results, r))] for j in jobs]
+            if any(todos):
                 assert editor is not None
-                for folder in {sample_json(results, r).parent for r in todo}:
-                    folder.mkdir(parents=True, exist_ok=True)
                 scorer = _Scorer(editor.device, dift_model, dtype, dift_model_config)
-                for ref in _progress(todo, progress and rank == 0, world):
-                    _run_sample(editor, scorer, ref, config, results, rank, deterministic)
+                for job, todo in zip(jobs, todos, strict=True):
+                    label = job.results.name if methods_root is not None else "bench"
+                    log.info(
+                        "%s, rank %d/%d: %d of %d samples to run", label, rank, world, len(todo), len(mine)
+                    )
+                    show = progress and rank == 0
+                    for ref in _progress(todo, show, world, label):
+                        _run_sample(editor, scorer, ref, job.config, job.results, rank, deterministic)
             _barrier(world)
-            return summarize(results, refs) if rank == 0 else None
+            return refs if rank == 0 else None
         finally:
             _leave_group(created)
 
 
-def _progress(items: list[SampleRef], show: bool, world: int) -> Iterable[SampleRef]:
+def _start_runs(jobs: list[_Job], described: list[dict[str, Any]], methods_root: Path | None) -> None:
+    """Write each job's run.json (all checked for resuming first) and, side by side, methods.json."""
+    runs = [_resumed(j.results, d) for j, d in zip(jobs, described, strict=True)]
+    for job, run in zip(jobs, runs, strict=True):
+        job.results.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(job.results / RUN_FILE, run)
+    if methods_root is not None:  # earlier methods first, in their order, then the new ones
+        names = [*_methods(methods_root, missing_ok=True), *(j.results.name for j in jobs)]
+        atomic_write_json(methods_root / METHODS_FILE, {"methods": list(dict.fromkeys(names))})
+
+
+def _methods(results: Path, missing_ok: bool = False) -> list[str]:
+    path = results / METHODS_FILE
+    if not path.is_file():
+        if missing_ok:
+            return []
+        raise InputError(f"{str(results)!r} holds no methods side by side (no {METHODS_FILE})")
+    return list(json.loads(path.read_text())["methods"])
+
+
+def _progress(items: list[SampleRef], show: bool, world: int, label: str = "bench") -> Iterable[SampleRef]:
     if not show:
         return items
     from tqdm import tqdm
 
-    desc = "bench" if world == 1 else "bench (rank 0)"
+    desc = label if world == 1 else f"{label} (rank 0)"
     return tqdm(items, desc=desc, unit="sample", dynamic_ncols=True)
 
 
@@ -506,8 +642,47 @@ def summarize(results_dir: str | os.PathLike[str], refs: list[SampleRef] | None 
     atomic_write_json(results / "summary.json", summary)
     atomic_write_bytes(results / "summary.md", _markdown(summary).encode())
     atomic_write_bytes(results / "summary.csv", _csv(summary).encode())
-    _contact_sheets(results, run, records)
+    _contact_sheets(results, Path(run.get("bench", "")), records, [("result", results)])
     return summary
+
+
+def summarize_methods(
+    results_dir: str | os.PathLike[str], refs: list[SampleRef] | None = None
+) -> dict[str, Any]:
+    """Summarise each method of a side-by-side folder (``run_methods``; its own summary files) and write the
+    comparison: summary.{json,md,csv} (one row per method), summary_by_kind.csv (method × kind) and contact
+    sheets with every method's result. ``refs`` limits it to those samples. Methods without a finished
+    sample are left out of the tables."""
+    results = Path(results_dir)
+    summaries = {
+        name: summarize(results / name, refs)
+        for name in _methods(results)
+        if (results / name / RUN_FILE).is_file() and _read_records(results / name, refs)
+    }
+    if not summaries:
+        raise InputError(f"no finished samples in {str(results)!r}")
+    first = next(iter(summaries.values()))
+    kind_metrics = _kind_metrics(summaries)
+    table = {
+        "methods": {name: sm["overall"] for name, sm in summaries.items()},
+        "kinds": {
+            name: {
+                kind: {k: row[k] for k in ("samples", "ok", *kind_metrics) if k in row}
+                for kind, row in sm["categories"].items()
+            }
+            for name, sm in summaries.items()
+        },
+        "run": first["run"],
+        "samples": {name: sm["samples"] for name, sm in summaries.items()},
+    }
+    atomic_write_json(results / "summary.json", table)
+    atomic_write_bytes(results / "summary.md", _methods_markdown(table, kind_metrics).encode())
+    atomic_write_bytes(results / "summary.csv", _methods_csv(table).encode())
+    atomic_write_bytes(results / "summary_by_kind.csv", _kinds_csv(table, kind_metrics).encode())
+    records = _read_records(results / next(iter(summaries)), refs)
+    bench = Path(json.loads((results / next(iter(summaries)) / RUN_FILE).read_text()).get("bench", ""))
+    _contact_sheets(results, bench, records, [(name, results / name) for name in summaries])
+    return table
 
 
 def _read_records(results: Path, refs: list[SampleRef] | None) -> list[dict[str, Any]]:
@@ -567,19 +742,92 @@ def _csv(summary: dict[str, Any]) -> str:
     return buf.getvalue()
 
 
-def _contact_sheets(results: Path, run: dict[str, Any], records: list[dict[str, Any]]) -> None:
+def _kind_metrics(summaries: dict[str, dict[str, Any]]) -> tuple[str, ...]:
+    """The per-kind columns: the ground-truth ones if any method has them, else DragBench's."""
+    present = {k for sm in summaries.values() for row in sm["categories"].values() for k in row}
+    for group in KIND_METRICS:
+        if any(k in present for k in group):
+            return tuple(k for k in group if k in present)
+    return ()
+
+
+def _method_columns(table: dict[str, Any]) -> list[str]:
+    present = {k for row in table["methods"].values() for k in row}
+    return ["samples", "ok", "errors", "pairs", *[m for m in COMPARE_METRICS if m in present]]
+
+
+_LEGEND = (
+    "handle_error: px from the exact target (handle_error_start: the same for no edit); target_*_in: the "
+    "edit vs the exact target inside the edited region; keep_*_out: the edit vs the source outside it; "
+    "if, md: DragBench's Image Fidelity and Mean Distance; seconds: per edit. Means over each method's "
+    "finished samples (column ok)."
+)
+
+
+def _methods_markdown(table: dict[str, Any], kind_metrics: tuple[str, ...]) -> str:
+    cols = _method_columns(table)
+    lines = ["| method | " + " | ".join(cols) + " |", "|---|" + "---:|" * len(cols)]
+    for name, row in table["methods"].items():
+        lines.append(f"| {name} | " + " | ".join(_fmt(row.get(c)) for c in cols) + " |")
+    kinds = sorted({k for per in table["kinds"].values() for k in per})
+    if kind_metrics:
+        heads = [f"{name} {m}" for name in table["kinds"] for m in kind_metrics]
+        lines += ["", "| kind | " + " | ".join(heads) + " |", "|---|" + "---:|" * len(heads)]
+        for kind in kinds:
+            cells = [
+                _fmt(table["kinds"][name].get(kind, {}).get(m))
+                for name in table["kinds"]
+                for m in kind_metrics
+            ]
+            lines.append(f"| {kind} | " + " | ".join(cells) + " |")
+    run = table["run"]
+    lines += ["", _LEGEND, "", f"model: `{run['model']}`; DIFT model: `{run['dift_model']}`; "
+              f"commit: `{run['git_commit']}`"]  # fmt: skip
+    return "\n".join(lines) + "\n"
+
+
+def _methods_csv(table: dict[str, Any]) -> str:
+    cols = _method_columns(table)
+    buf = _io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(["method", *cols])
+    for name, row in table["methods"].items():
+        writer.writerow([name, *(row.get(c, "") for c in cols)])
+    return buf.getvalue()
+
+
+def _kinds_csv(table: dict[str, Any], kind_metrics: tuple[str, ...]) -> str:
+    buf = _io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(["method", "kind", "samples", "ok", *kind_metrics])
+    for name, per in table["kinds"].items():
+        for kind, row in sorted(per.items()):
+            writer.writerow([name, kind, *(row.get(c, "") for c in ("samples", "ok", *kind_metrics))])
+    return buf.getvalue()
+
+
+def _contact_sheets(
+    results: Path, bench: Path, records: list[dict[str, Any]], columns: list[tuple[str, Path]]
+) -> None:
+    """Contact sheets in ``results``: source | instruction | the edit of each (label, results folder) in
+    ``columns`` (a blank where that folder has none) | target, for the finished ``records``."""
     from dragdiff.viz import contact_sheet, draw_instruction
 
-    bench = Path(run.get("bench", ""))
+    blank = Image.new("RGB", (8, 8), "white")
     rows, has_target = [], False
     for r in records:
         ref = SampleRef(r["category"], r["name"], bench / r["category"] / r["name"])
-        if r.get("status") != "ok" or not ref.path.is_dir() or not sample_image(results, ref).is_file():
+        edits = [sample_image(folder, ref) for _, folder in columns]
+        if r.get("status") != "ok" or not ref.path.is_dir() or not any(e.is_file() for e in edits):
             continue
         sample = load_sample(ref)
-        with Image.open(sample_image(results, ref)) as im:
-            edited = im.convert("RGB")
-        row = [sample.image, draw_instruction(sample.image, sample.instruction), edited]
+        row = [sample.image, draw_instruction(sample.image, sample.instruction)]
+        for path in edits:
+            if path.is_file():
+                with Image.open(path) as im:
+                    row.append(im.convert("RGB"))
+            else:
+                row.append(blank)
         if sample.target is not None:
             row.append(sample.target)
             has_target = True
@@ -587,12 +835,9 @@ def _contact_sheets(results: Path, run: dict[str, Any], records: list[dict[str, 
     if not rows:
         log.warning("no contact sheet: benchmark folder %s not found or no finished samples", bench)
         return
-    labels = ["source", "instruction", "result"] + (["target"] if has_target else [])
+    labels = ["source", "instruction", *(label for label, _ in columns)] + (["target"] if has_target else [])
     cell = min(256, max(r[0].width for r in rows))
     for page, start in enumerate(range(0, len(rows), SHEET_ROWS)):
         name = "contact_sheet.png" if page == 0 else f"contact_sheet_{page + 1:02d}.png"
-        chunk = [
-            row + [Image.new("RGB", (8, 8), "white")] * (len(labels) - len(row))
-            for row in rows[start : start + SHEET_ROWS]
-        ]
+        chunk = [row + [blank] * (len(labels) - len(row)) for row in rows[start : start + SHEET_ROWS]]
         atomic_save_image(contact_sheet(chunk, labels=labels, cell=cell), results / name)
