@@ -344,3 +344,202 @@ def test_previews_are_decoded_no_more_often_than_updates_are_sent() -> None:
     assert pace.preview_every(None, 10, 20) == 20  # a short edit still shows its last iteration
     assert pace.preview_every(None, 0, 200) == 0  # no previews asked for: none
     assert pace.preview_every("/other/model", 10, 200) == 10
+
+
+# --- methods and the warp preview ---------------------------------------------------------------------------
+
+EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "sample.png"
+
+
+def test_the_method_menu_lists_every_preset_with_its_line_and_starts_at_the_default(monkeypatch) -> None:
+    from dragdiff import config
+
+    choices = ui.preset_choices()
+    assert [name for _, name in choices] == list(config.PRESETS)  # built from PRESETS, in its order
+    for label, name in choices:
+        assert label.startswith(f"{name} — ") and len(label) > len(name) + 10 and "{" not in label
+    assert "LoRA (80 steps) + 80 drag iterations" in ui.preset_note("dragdiffusion")  # read from the preset
+    assert config.PRESETS[ui.default_preset()] == EditConfig()
+    # a preset added later is offered too, described by its method until it gets a line of its own
+    monkeypatch.setitem(config.PRESETS, "warp-refined", EditConfig(method="warp"))
+    assert ("warp-refined — the warp method", "warp-refined") in ui.preset_choices()
+    # no preset equal to EditConfig(): the first one that runs its method
+    monkeypatch.delitem(config.PRESETS, "dragdiffusion")
+    assert config.PRESETS[ui.default_preset()].method == EditConfig().method
+
+
+def test_the_advanced_panel_shows_the_fields_the_method_reads(monkeypatch) -> None:
+    keys = [k for k, _ in ui.ADVANCED]
+    warp = dict(zip(keys, ui.panel_visible("warp"), strict=True))
+    drag = dict(zip(keys, ui.panel_visible("dragdiffusion"), strict=True))
+    assert warp["warp.fill_steps"] and warp["warp.seam_px"] and warp["generate.seed"]
+    assert not warp["lora.steps"] and not warp["drag.max_iterations"] and not warp["seed"]
+    assert drag["lora.steps"] and drag["seed"] and drag["generate.seed"] and not drag["warp.fill_steps"]
+    values = ui.panel_values("warp")
+    values[keys.index("warp.fill_steps")] = 8
+    cfg = ui.config_from_panel("warp", values)
+    assert cfg.method == "warp" and cfg.warp.fill_steps == 8 and cfg.lora == EditConfig().lora
+    monkeypatch.delitem(ui.METHOD_SECTIONS, "warp")  # a method the page does not know: every field
+    assert all(ui.panel_visible("warp"))
+
+
+def test_only_a_method_with_an_identity_lora_trains_one_in_the_background() -> None:
+    from dragdiff.config import preset
+
+    assert ui.trains_lora(preset("dragdiffusion")) and ui.trains_lora(preset("fast"))
+    assert not ui.trains_lora(preset("warp"))
+    assert not ui.trains_lora(EditConfig().override(**{"lora.steps": 0}))
+    editor = _LoraEditor()
+    warmer = ui.LoraWarmer(ui.ModelHolder(editor=editor))
+    try:
+        image = Image.new("RGB", (8, 8))
+        assert warmer.start(None, image, "", preset("warp")) is None
+        assert editor.prompts == []
+        warmer.follow("tab", None, image, "", preset("dragdiffusion"))  # the upload, dragdiffusion chosen
+        job = warmer.job_for("tab", warmer.job_key(None, image, "", preset("dragdiffusion")))
+        assert job is not None and not job.cancel.is_set()
+        warmer.follow("tab", None, image, "", preset("warp"))  # then warp: that training is of no use
+        assert job.cancel.is_set()
+    finally:
+        warmer.shutdown(5.0)
+
+
+def _example() -> Image.Image:
+    return Image.open(EXAMPLE).convert("RGB")
+
+
+def test_the_warp_preview_moves_the_content_to_the_target() -> None:
+    from dragdiff.config import preset
+
+    image = _example()  # 128 x 128, a red star centred at (64, 64)
+    assert ui.render_warp_preview(image, [], None, preset("warp")) == (None, ui.PREVIEW_NONE)
+    assert ui.render_warp_preview(image, [(48, 64)], None, preset("warp")) == (None, ui.PREVIEW_NONE)
+    shown, text = ui.render_warp_preview(image, [(64, 64), (84, 64)], None, preset("warp"))
+    assert shown is not None and text.startswith("**warp preview** of 1 drag")
+    scale = ui.display_scale(image.size)
+    assert shown.size == ui.display_size(image.size, scale)  # as big as the click view
+    src = np.asarray(ui._display(image, scale), np.int16)
+    out = np.asarray(shown, np.int16)
+
+    def red_columns(rgb: np.ndarray) -> tuple[int, int]:
+        xs = np.nonzero(((rgb[..., 0] > 150) & (rgb[..., 1] < 100)).any(axis=0))[0] // int(scale)
+        return int(xs.min()), int(xs.max())
+
+    (left, right) = red_columns(src)
+    assert red_columns(out) == (left + 20, right + 20)  # the whole star, 20 px to the right
+    assert not (np.abs(out - src).sum(-1) > 30)[120 * int(scale) :].any()  # far below the star: untouched
+    assert (out[1, 1] < 90).all() and (src[1, 1] > 200).all()  # the dark "warp preview" band, top left
+    # a pending handle after a complete pair changes nothing; the pair alone is previewed
+    again, _ = ui.render_warp_preview(image, [(64, 64), (84, 64), (10, 10)], None, preset("warp"))
+    assert again is not None and np.array_equal(np.asarray(again), np.asarray(shown))
+    _, other = ui.render_warp_preview(image, [(64, 64), (84, 64)], None, preset("dragdiffusion"))
+    assert "(dragdiffusion) does not warp" in other
+
+
+def test_an_impossible_warp_preview_says_why_in_one_line(monkeypatch) -> None:
+    from dragdiff.config import preset
+
+    image = _example()
+    mask = np.zeros((128, 128), bool)
+    mask[:, 80:] = True
+    shown, text = ui.render_warp_preview(image, [(64, 64), (84, 64)], mask, preset("warp"))
+    assert shown is None and "handle 1 at (64, 64) is outside the editable mask" in text
+    crossed = [(47, 39), (67, 39), (24, 56), (90, 56), (71, 56), (20, 56)]  # two tips swap sides
+    shown, text = ui.render_warp_preview(image, crossed, None, preset("warp"))
+    assert shown is None and "fold" in text and "\n" not in text
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("OpenCV(4.x) error:\n  bad input")
+
+    monkeypatch.setattr(ui, "warp_preview", broken)
+    shown, text = ui.render_warp_preview(image, [(64, 64), (84, 64)], None, preset("warp"))
+    assert shown is None and text == "**warp preview** failed: RuntimeError: OpenCV(4.x) error: bad input"
+
+
+def test_the_warp_preview_of_a_large_image_is_computed_small(monkeypatch) -> None:
+    from dragdiff.config import preset
+
+    seen: list[tuple[tuple[int, int], tuple[float, float], tuple[float, float]]] = []
+    real = ui.warp_preview
+
+    def spy(image, instruction, **options):
+        seen.append((image.size, instruction.handles[0].as_tuple(), instruction.targets[0].as_tuple()))
+        return real(image, instruction, **options)
+
+    monkeypatch.setattr(ui, "warp_preview", spy)
+    image = _example().resize((1536, 768))
+    mask = np.zeros((768, 1536), bool)
+    mask[:, 400:1300] = True
+    shown, text = ui.render_warp_preview(image, [(768, 384), (1008, 384)], mask, preset("warp"))
+    assert shown is not None and shown.size == ui.display_size(image.size, ui.display_scale(image.size))
+    ((size, handle, target),) = seen
+    assert max(size) == ui.PREVIEW_MAX and size == (384, 192) and "computed at 384×192" in text
+    assert handle == pytest.approx((191.625, 95.625)) and target == pytest.approx((251.625, 95.625))
+
+
+class _RecordingEditor:
+    """iter_edit that records the config it was given and returns a plain result at once."""
+
+    def __init__(self) -> None:
+        self.configs: list[EditConfig] = []
+        self.lora_prompts: list[str] = []
+
+    def prepare_lora(self, image, prompt, config):
+        self.lora_prompts.append(prompt)
+        yield ProgressEvent("lora", 1, 1)
+
+    def iter_edit(self, image, instruction, config=None, stop=None):
+        from dragdiff.types import DragResult
+
+        self.configs.append(config)
+        record = {"method": config.method}
+        result = DragResult(image, image, instruction, instruction.targets, 0, record=record)
+
+        class Run:
+            def __iter__(self):
+                yield ProgressEvent(config.method, 1, 1)
+                self.result = result
+
+        return Run()
+
+
+def _handler(app, name: str):
+    """The page's handler of that name (one function, maybe wired to several events)."""
+    (fn,) = {block.fn for block in app.fns.values() if getattr(block.fn, "__name__", "") == name}
+    return fn
+
+
+def test_the_chosen_preset_drives_the_edit_and_a_warp_trains_no_lora(tmp_path: Path) -> None:
+    from types import SimpleNamespace
+
+    editor = _RecordingEditor()
+    app = ui.build_app(editor, output_dir=tmp_path / "out")
+    request = SimpleNamespace(session_hash="tab")
+    image = _example()
+    value = {"background": np.asarray(image), "layers": [], "composite": None}
+    try:
+        on_change, on_run = _handler(app, "on_editor_change"), _handler(app, "on_run")
+        on_preset, on_preview = _handler(app, "on_preset"), _handler(app, "on_preview")
+        panel = ui.panel_values("warp")
+        session, *_ = on_change(request, value, ui.Session(), (), "", "", "warp", *panel)
+        assert session.image is not None
+        points = ((64, 64), (84, 64))
+        shown, text = on_preview(session, points, "warp", *panel)
+        assert shown is not None and "warp preview" in text
+        text, *_, record = list(on_run(request, session, points, value, "", "", "warp", *panel))[-1]
+        assert text == "**done** · warp"  # no iteration count: the warp does not optimise
+        assert record["method"] == "warp" and editor.configs[-1] == ui.config_from_panel("warp", panel)
+        panel = ui.panel_values("fast")
+        text, *_, record = list(on_run(request, session, points, value, "", "", "fast", *panel))[-1]
+        assert (
+            text == "**done** · dragdiffusion · 0 iterations"
+            and record["method"] == "dragdiffusion"
+            and editor.configs[-1].lora.steps == 30
+        )
+        updates = on_preset("warp")
+        assert [u["visible"] for u in updates] == ui.panel_visible("warp")
+        assert [u["value"] for u in updates] == ui.panel_values("warp")
+        time.sleep(0.2)
+        assert editor.lora_prompts == []  # the warp upload started no identity LoRA
+    finally:
+        ui.close(app)

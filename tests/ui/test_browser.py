@@ -1,13 +1,15 @@
 """The web editor in a real browser: Debian's headless Chromium driven by Playwright, on a tiny random model.
 
 A user uploads a wide image, paints a mask, clicks a handle and a target, runs a short edit and downloads the
-record. Opt-in (``-m slow``): a second tab works while an edit runs and Stop ends it early; generated-image
-mode. Screenshots go to ``test-output/ui/``. Skipped, with the reason, when Chromium or Playwright is missing.
+record; another chooses the warp method, watches the warp preview follow the points and runs a warp. Opt-in
+(``-m slow``): a second tab works while an edit runs and Stop ends it early; generated-image mode.
+Screenshots go to ``test-output/ui/``. Skipped, with the reason, when Chromium or Playwright is missing.
 ``DRAGDIFF_UI_SCREENSHOT=1`` also refreshes ``docs/images/ui.png``."""
 
 from __future__ import annotations
 
 import contextlib
+import io
 import json
 import os
 import socket
@@ -163,6 +165,11 @@ def _set(page: Any, key: str, value: float) -> None:
     field.press("Tab")
 
 
+def _choose_method(page: Any, name: str) -> None:
+    """Pick a preset in the method menu; the advanced panel reloads its values."""
+    page.locator(f"#dd-preset input[value='{name}']").check()
+
+
 def _fast_settings(page: Any, **extra: float) -> None:
     page.get_by_text("Advanced settings").click()
     settings = {
@@ -204,6 +211,7 @@ def test_upload_paint_click_run_and_download(server: dict, context: Any, tmp_pat
     make_test_image(*size).save(picture)
     adapters_before = _adapters(server)
     page = _open(context, server["url"])
+    _choose_method(page, "dragdiffusion")  # (the default today; the test is about its LoRA)
     _fast_settings(page)  # before the upload, so the background LoRA trains with these settings
     _upload(page, picture)
     _wait_for(lambda: len(_adapters(server)) == len(adapters_before) + 1)  # the upload's LoRA (no prompt)
@@ -232,6 +240,7 @@ def test_upload_paint_click_run_and_download(server: dict, context: Any, tmp_pat
     assert record["instruction"]["targets"] == [list(target)]
     assert record["instruction"]["mask"] is True and record["image_size"] == list(size)
     assert record["lora"] is True and record["iterations"] >= 1
+    assert record["config"]["method"] == "dragdiffusion"
     # the LoRA trained in the background for the typed prompt is the one the edit used: no third adapter
     assert len(_adapters(server)) == len(adapters_before) + 2
     assert record["instruction"]["prompt"] == "a wide picture"
@@ -246,6 +255,57 @@ def test_upload_paint_click_run_and_download(server: dict, context: Any, tmp_pat
     ratio = (drawn.sum(-1) + 1) / (source.sum(-1) + 1)  # (H, W)
     assert ratio[size[1] // 2, size[0] // 2] > 0.9  # centre of the stroke: editable
     assert ratio[1, 1] < 0.6 and ratio[-2, -2] < 0.6  # corners: kept
+
+
+def test_warp_preview_follows_the_points_and_the_chosen_method_runs(server: dict, context: Any) -> None:
+    size = (128, 128)  # examples/sample.png: a red star centred at (64, 64)
+    adapters_before = _adapters(server)
+    page = _open(context, server["url"])
+    _choose_method(page, "warp")
+    page.get_by_text("Advanced settings").click()
+    page.locator("#dd-warp-fill_steps input").wait_for()  # the panel shows the warp method's fields ...
+    assert page.locator("#dd-lora-steps").count() == 0 or not page.locator("#dd-lora-steps").is_visible()
+    _set(page, "warp.fill_steps", 4)
+    _upload(page, ROOT / "examples" / "sample.png")
+    preview_text = page.locator("#dd-warp-preview-text")
+    assert "appears here once a handle has its target" in preview_text.inner_text()
+
+    _click_pixel(page, 64, 64, size)
+    _click_pixel(page, 84, 64, size)  # the pair is complete: the preview comes without the model
+    preview_text.filter(has_text="of 1 drag").wait_for()
+    assert "warp preview" in page.locator("#dd-warp-preview").inner_text().lower()  # labelled as such
+    source = np.asarray(Image.open(ROOT / "examples" / "sample.png").convert("RGB"))
+    assert _star_columns(_preview(page), size) == tuple(x + 20 for x in _star_columns(source, size))
+    _shot(page, "5-warp-preview.png")
+
+    page.click("#dd-undo")  # the target taken back: no pair, no preview
+    preview_text.filter(has_text="appears here").wait_for()
+    _click_pixel(page, 74, 64, size)  # placed elsewhere: the preview follows
+    preview_text.filter(has_text="of 1 drag").wait_for()
+    assert _star_columns(_preview(page), size) == tuple(x + 10 for x in _star_columns(source, size))
+
+    page.click("#dd-run")
+    page.locator("#dd-status", has_text="done").wait_for()
+    record = json.loads(_fetch(page, _files(page)["record.json"]))
+    assert record["method"] == "warp" and record["config"]["method"] == "warp"
+    assert record["config"]["warp"]["fill_steps"] == 4
+    assert record["instruction"]["handles"] == [[64, 64]] and record["instruction"]["targets"] == [[74, 64]]
+    assert _adapters(server) == adapters_before  # the warp method trains no identity LoRA
+    _shot(page, "6-warp-result.png")
+
+
+def _preview(page: Any) -> np.ndarray:
+    """The warp preview as shown, (H, W, 3) uint8."""
+    img = page.locator("#dd-warp-preview img")
+    img.wait_for()
+    return np.asarray(Image.open(io.BytesIO(_fetch(page, img.get_attribute("src")))).convert("RGB"))
+
+
+def _star_columns(rgb: np.ndarray, size: tuple[int, int]) -> tuple[int, int]:
+    """First and last image column (original pixels) holding red star pixels."""
+    red = (rgb[..., 0] > 150) & (rgb[..., 1] < 100)  # (H, W)
+    xs = np.nonzero(red.any(axis=0))[0] * size[0] // rgb.shape[1]
+    return int(xs.min()), int(xs.max())
 
 
 def _wait_for(condition: Any, timeout: float = 60.0) -> None:
@@ -277,6 +337,7 @@ def test_second_tab_is_served_during_an_edit_and_stop_ends_it(
     picture = tmp_path / "tall.png"
     make_test_image(*size).save(picture)
     page = _open(context, server["url"])
+    _choose_method(page, "dragdiffusion")
     # r_p = 0 freezes tracking, so the handle never arrives: only Stop can end this edit
     _fast_settings(page, drag__max_iterations=400, drag__r_p=0, lora__steps=0)
     _upload(page, picture)
@@ -304,6 +365,7 @@ def test_second_tab_is_served_during_an_edit_and_stop_ends_it(
 @pytest.mark.slow  # ~20-40 s on the shared CPU: opt-in with -m slow
 def test_generate_from_a_prompt_then_drag_it(server: dict, context: Any) -> None:
     page = _open(context, server["url"])
+    _choose_method(page, "dragdiffusion")  # generated-image mode: its latents are dragged
     _fast_settings(page)
     page.get_by_label("Prompt").fill("a red circle on a blue background")
     page.click("#dd-generate")
@@ -326,7 +388,7 @@ def test_generate_from_a_prompt_then_drag_it(server: dict, context: Any) -> None
     not os.environ.get("DRAGDIFF_UI_SCREENSHOT"), reason="set DRAGDIFF_UI_SCREENSHOT=1 to refresh"
 )
 def test_refresh_docs_screenshot(context: Any, tmp_path: Path, one_thread: None) -> None:
-    """docs/images/ui.png: the embedded model drags the example star right (~1-2 min on a CPU)."""
+    """docs/images/ui.png: the warp method on the embedded model drags the example star right (~10 s)."""
     from dragdiff.diffusion.loading import EMBEDDED_MODEL_DIR
 
     if not (EMBEDDED_MODEL_DIR / "model_index.json").is_file():
@@ -334,17 +396,14 @@ def test_refresh_docs_screenshot(context: Any, tmp_path: Path, one_thread: None)
     with _serving(None, tmp_path) as served:
         page = _open(context, served["url"])
         page.get_by_label("Prompt").fill("a red star on a white background")
-        _fast_settings(
-            page, lora__steps=10, drag__max_iterations=20, inversion__strength=0.7, runtime__preview_every=5
-        )
-        _upload(page, ROOT / "examples" / "sample.png")
-        _paint_across_the_middle(page)
+        _choose_method(page, "warp")
+        _upload(page, ROOT / "examples" / "sample.png")  # no mask: the warp finds the star itself
         _click_pixel(page, 48, 64, (128, 128))
         _click_pixel(page, 78, 64, (128, 128))
+        page.locator("#dd-warp-preview-text", has_text="of 1 drag").wait_for()
         page.click("#dd-run")
         page.locator("#dd-status", has_text="done").wait_for(timeout=300_000)
         _files(page)
-        page.get_by_text("Advanced settings").click()  # fold the panel away for the picture
         page.mouse.move(0, 0)
         path = _shot(page, "docs.png", full_page=False)
     target = ROOT / "docs" / "images" / "ui.png"

@@ -11,6 +11,11 @@ One model is loaded once and kept (``ModelHolder``), shared by every browser tab
 generation) runs one call at a time under its lock. Identity-LoRA training starts in the background as soon as
 an image arrives and again when the prompt or LoRA settings change (``LoraWarmer``), so the drag that follows
 finds the adapter in the editor's cache.
+
+The method menu lists every preset of ``dragdiff.config.PRESETS``. Whenever a handle/target pair is complete,
+a point is undone or the mask changes, the page shows the warp-only preview (``geometry.warp.warp_preview``:
+the ``warp`` method's geometry without the model) beside the click view; it runs in the light handlers, never
+waiting for the engine.
 """
 
 from __future__ import annotations
@@ -29,10 +34,12 @@ from typing import Any
 
 import gradio as gr
 import numpy as np
-from PIL import Image, ImageDraw
+from PIL import Image, ImageDraw, ImageFont
 
 from dragdiff import io, viz
 from dragdiff.config import PRESETS, ConfigError, EditConfig, preset
+from dragdiff.geometry.support import check_handles_editable
+from dragdiff.geometry.warp import warp_preview
 from dragdiff.types import DragInstruction, DragResult, InputError, ProgressEvent
 
 logger = logging.getLogger(__name__)
@@ -46,7 +53,26 @@ UI_PREVIEW_EVERY = 10  # the UI asks for a preview every 10 iterations when the 
 UPDATE_INTERVAL_S = 0.25  # at most ~4 progress updates a second reach the page
 WARM_UP_DELAY_S = 1.0  # the background LoRA restarts once the prompt/settings have been still this long
 DEFAULT_MAX_FILE_SIZE = "25mb"
-DEFAULT_PRESET = "dragdiffusion"
+PREVIEW_MAX = 384  # the warp preview is computed at most this long side (~0.3 s on one core; 512 px: ~0.6 s)
+
+# One line per preset for the method menu, formatted with the preset as ``c``; a preset without a line here is
+# described by its method. The menu itself lists PRESETS, whatever this holds.
+PRESET_NOTES: dict[str, str] = {
+    "warp": "moves the pixels exactly; the model fills only what they uncover. No LoRA, ~1 s on a CPU "
+    "at 128 px",
+    "dragdiffusion": "the paper's latent optimisation: identity LoRA ({c.lora.steps} steps) + "
+    "{c.drag.max_iterations} drag iterations. Slow; on a weak model the content may not follow",
+    "faithful": "dragdiffusion run as the reference code structures it (no fast path): the baseline, slowest",
+    "fast": "dragdiffusion with a {c.lora.steps}-step LoRA and precision {c.runtime.precision}: quicker, "
+    "not the paper's recipe",
+}
+# The config sections each method reads: the advanced panel shows only those (plus the generation seed), and
+# only a method reading "lora" gets a background identity LoRA. A method missing here is shown every field.
+METHOD_SECTIONS: dict[str, tuple[str, ...]] = {
+    "dragdiffusion": ("lora", "inversion", "drag", "runtime", "seed"),
+    "warp": ("warp",),
+}
+ALWAYS_SHOWN = ("generate",)  # Generate image from prompt works with every method
 
 # The advanced panel: (dotted EditConfig field, label). Widget defaults are read from the chosen preset.
 ADVANCED: tuple[tuple[str, str], ...] = (
@@ -60,6 +86,9 @@ ADVANCED: tuple[tuple[str, str], ...] = (
     ("drag.r_p", "Tracking radius r_p"),
     ("drag.lam", "Mask weight λ"),
     ("runtime.preview_every", "Preview every N iterations (0 = none)"),
+    ("warp.fill_steps", "Fill DDIM steps"),
+    ("warp.fill_strength", "Fill strength (share of the steps re-noised)"),
+    ("warp.seam_px", "Seam band repainted around the uncovered area (px)"),
     ("seed", "Edit seed (identity-LoRA draws)"),
     ("generate.seed", "Generation seed"),
 )
@@ -203,6 +232,101 @@ def make_instruction(
     return instruction
 
 
+# --- the warp preview: the warp method's geometry, no model ------------------------------------------------
+
+PREVIEW_NONE = "**warp preview** appears here once a handle has its target."
+
+
+def render_warp_preview(
+    image: Image.Image | None,
+    points: Sequence[tuple[float, float]],
+    mask: np.ndarray | None,
+    config: EditConfig,
+) -> tuple[Image.Image | None, str]:
+    """The warp-only preview of the complete handle/target pairs at display size, stamped "warp preview", and
+    a line about it; or None and the one-line reason there is none (no pair yet, a handle outside the mask, a
+    fold). ``config`` gives the warp settings and the chosen method."""
+    n = len(points) // 2
+    if image is None or n == 0:
+        return None, PREVIEW_NONE
+    pairs = [(_xy(points[2 * i]), _xy(points[2 * i + 1])) for i in range(n)]
+    try:
+        instruction = DragInstruction.from_pairs(pairs, mask=mask)
+        instruction.validate_for(*image.size)
+        check_handles_editable(np.array([h for h, _ in pairs], np.float64), mask)  # named in image pixels
+        preview = _warp_bounded(image, instruction, config)
+    except InputError as exc:
+        return None, f"**warp preview** not possible: {exc}"
+    except Exception as exc:  # e.g. cv2.error from a degenerate segmentation: a line, not a traceback
+        logger.exception("the warp preview failed")
+        return None, f"**warp preview** failed: {type(exc).__name__}: {' '.join(str(exc).split())}"
+    scale = display_scale(image.size)
+    if preview.size == image.size:
+        shown = _display(preview, scale)
+    else:  # computed smaller than the image: shown at the click view's size
+        shown = preview.resize(display_size(image.size, scale), Image.Resampling.BICUBIC)
+    text = f"**warp preview** of {n} drag{'s' if n > 1 else ''}: instant, no model"
+    if preview.size != image.size:
+        text += f", computed at {preview.width}×{preview.height}"
+    if config.method == "warp":
+        text += ". The edit then lets the model repaint what the move uncovered."
+    else:
+        text += f". The chosen method ({config.method}) does not warp: its result can differ."
+    return _stamp(shown, "warp preview"), text
+
+
+def _xy(point: Sequence[float]) -> tuple[float, float]:
+    return (float(point[0]), float(point[1]))
+
+
+def _warp_bounded(image: Image.Image, instruction: DragInstruction, config: EditConfig) -> Image.Image:
+    """``warp_preview`` at most ``PREVIEW_MAX`` px long (the image and instruction scaled down for it)."""
+    scale = min(1.0, PREVIEW_MAX / max(image.size))
+    small_image, small, seam = image, instruction, config.warp.seam_px
+    if scale < 1.0:
+        size = display_size(image.size, scale)
+        sx, sy = size[0] / image.width, size[1] / image.height
+
+        def to_small(p: tuple[float, float]) -> tuple[float, float]:
+            x = min(max((p[0] + 0.5) * sx - 0.5, 0.0), size[0] - 1.0)
+            return (x, min(max((p[1] + 0.5) * sy - 0.5, 0.0), size[1] - 1.0))
+
+        pairs = [
+            (to_small(h.as_tuple()), to_small(g.as_tuple()))
+            for h, g in zip(instruction.handles, instruction.targets, strict=True)
+        ]
+        mask = None
+        if instruction.mask is not None:  # the handles were editable at full size: keep them so when smaller
+            mask = _resize_mask(instruction.mask, size).copy()
+            for (x, y), _ in pairs:
+                mask[round(y), round(x)] = True
+        small = DragInstruction.from_pairs(pairs, mask=mask)
+        small_image = image.convert("RGB").resize(size, Image.Resampling.LANCZOS)
+        seam = round(seam * scale)
+    try:
+        return warp_preview(small_image, small, seam=seam, two_point=config.warp.two_point)
+    except InputError as exc:
+        if scale < 1.0:
+            raise InputError(f"{exc} (in the {small_image.width}x{small_image.height} preview)") from None
+        raise
+
+
+def _stamp(image: Image.Image, text: str) -> Image.Image:
+    """``text`` in white on a dark band in the top-left corner, so the picture reads as a preview."""
+    out = image.convert("RGB")
+    size = max(12, max(out.size) // 32)
+    try:
+        font: Any = ImageFont.load_default(size=size)
+    except (TypeError, OSError):  # Pillow without FreeType: the fixed bitmap font
+        font = ImageFont.load_default()
+    draw = ImageDraw.Draw(out, "RGBA")
+    left, top, right, bottom = draw.textbbox((0, 0), text, font=font)
+    pad = max(2, size // 4)
+    draw.rectangle((0, 0, right - left + 2 * pad, bottom - top + 2 * pad), fill=(0, 0, 0, 170))
+    draw.text((pad - left, pad - top), text, fill=(255, 255, 255), font=font)
+    return out
+
+
 def _get(cfg: EditConfig, dotted: str) -> Any:
     section, _, name = dotted.partition(".")
     return getattr(getattr(cfg, section), name) if name else getattr(cfg, section)
@@ -232,6 +356,46 @@ def config_from_panel(preset_name: str, values: Sequence[Any]) -> EditConfig:
         else:
             overrides[key] = number
     return base.override(**overrides)
+
+
+def default_preset() -> str:
+    """The page's preset: the one equal to ``EditConfig()``, else the first running its method."""
+    base = EditConfig()
+    for matches in (lambda c: c == base, lambda c: c.method == base.method):
+        for name, cfg in PRESETS.items():
+            if matches(cfg):
+                return name
+    return next(iter(PRESETS))
+
+
+def preset_note(name: str) -> str:
+    """The method menu's one-line description of a preset."""
+    cfg = preset(name)
+    return PRESET_NOTES.get(name, f"the {cfg.method} method").format(c=cfg)
+
+
+def preset_choices() -> list[tuple[str, str]]:
+    """(label, preset name) for every preset, in ``PRESETS`` order."""
+    return [(f"{name} — {preset_note(name)}", name) for name in PRESETS]
+
+
+def _sections(method: str) -> tuple[str, ...] | None:
+    return METHOD_SECTIONS.get(method)
+
+
+def panel_visible(preset_name: str) -> list[bool]:
+    """Which advanced fields the preset's method reads, in ``ADVANCED`` order (all, for an unknown method)."""
+    sections = _sections(preset(preset_name).method)
+    if sections is None:
+        return [True for _ in ADVANCED]
+    return [key.partition(".")[0] in (*sections, *ALWAYS_SHOWN) for key, _ in ADVANCED]
+
+
+def trains_lora(config: EditConfig) -> bool:
+    """Whether an edit with this config trains an identity LoRA (so one is worth training in advance)."""
+    sections = _sections(config.method)
+    uses = sections is None or "lora" in sections
+    return uses and config.lora.enabled and config.lora.steps > 0
 
 
 def _model_arg(text: str | None) -> str | None:
@@ -348,7 +512,7 @@ class LoraWarmer:
         return None
 
     def forget(self, tab: str) -> None:
-        """The tab is gone (or cleared its image): drop its pending switch and cancel its job if unshared."""
+        """The tab is gone or needs no adapter now: drop its pending switch, cancel its job if unshared."""
         self._next_generation(tab)
         with self._guard:
             job = self._by_tab.pop(tab, None)
@@ -358,8 +522,8 @@ class LoraWarmer:
             stale.cancel.set()
 
     def start(self, model: str | None, image: Image.Image, prompt: str, config: EditConfig) -> LoraJob | None:
-        """Start (or find running) the job for these inputs; None when the settings train no LoRA."""
-        if not config.lora.enabled or config.lora.steps == 0:
+        """Start (or find running) the job for these inputs; None when the edit trains no LoRA."""
+        if not trains_lora(config):
             return None
         key = self.job_key(model, image, prompt, config)
         with self._guard:
@@ -421,8 +585,9 @@ class LoraWarmer:
             if self._generation.get(tab) != generation:
                 return  # a later change or an edit superseded this one
             current = self._by_tab.get(tab)
-            if current is not None and current.key == key and not current.cancel.is_set():
-                return  # same inputs: keep the job
+            same = current is not None and current.key == key and not current.cancel.is_set()
+            if same and trains_lora(config):
+                return  # same inputs: keep the job (a method without LoRA drops it below)
         job = self.start(model, image, prompt, config)
         with self._guard:
             if self._generation.get(tab) != generation:  # superseded while starting: the new job is stale
@@ -677,10 +842,20 @@ def build_app(
         return points, view, _points_text(points)
 
     def on_preset(preset_name):
+        """A new preset: its values in the advanced panel, showing the fields its method reads."""
         try:
-            return panel_values(preset_name)
+            values, shown = panel_values(preset_name), panel_visible(preset_name)
         except ValueError as exc:
             raise _as_user_error(exc) from None
+        return [gr.update(value=v, visible=b) for v, b in zip(values, shown, strict=True)]
+
+    def on_preview(session: Session, points, preset_name, *panel):
+        """The warp preview of the tab's image, pairs and mask (light: it never waits for the engine)."""
+        try:
+            config = config_from_panel(preset_name, panel)
+        except ValueError:  # a half-typed setting (Run reports it): preview with the preset's warp settings
+            config = PRESETS.get(preset_name, EditConfig())
+        return render_warp_preview(session.image, points, session.mask, config)
 
     def on_generate(prompt, model_text, preset_name, *panel):
         try:
@@ -731,8 +906,11 @@ def build_app(
         stop = stops[tab(request)] = threading.Event()
         # 2. A real image: let its background LoRA finish first, showing its progress, if it is this edit's
         #    adapter (same model, image, prompt, LoRA settings and seed); one for other inputs is cancelled.
+        #    A method without LoRA cancels the tab's training: it would only hold up the engine.
         job = None
-        if session.generated is None:
+        if not trains_lora(config):
+            warmer.forget(tab(request))
+        elif session.generated is None:
             job = warmer.job_for(tab(request), warmer.job_key(model, source, prompt, config))
         while job is not None and not job.done.wait(UPDATE_INTERVAL_S) and not stop.is_set():
             if job.latest is not None:
@@ -759,7 +937,10 @@ def build_app(
         # 4. Write the files; show the result beside the input.
         folder = out_root / f"{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
         files, record = save_outputs(result, folder)
-        text = f"**done** · {result.iterations} iterations" + (" · stopped early" if result.stopped else "")
+        text = f"**done** · {config.method}"
+        if "drag" in (_sections(config.method) or ("drag",)):  # a method that optimises: how long it did
+            text += f" · {result.iterations} iterations"
+        text += " · stopped early" if result.stopped else ""
         last_event = ProgressEvent("done", 1, 1, handles=result.final_handles, preview=result.image)
         yield (
             text,
@@ -771,7 +952,8 @@ def build_app(
 
     # -- layout ----------------------------------------------------------------------------------------------
 
-    defaults = panel_values(DEFAULT_PRESET)
+    start_preset = default_preset()
+    defaults = panel_values(start_preset)
     with gr.Blocks(title=title, analytics_enabled=False) as app:
         session = gr.State(Session())
         points = gr.State(())
@@ -779,8 +961,10 @@ def build_app(
             "## dragdiff — drag to edit\n"
             "1. **Upload** an image, or type a prompt and generate one. "
             "2. **Paint** where the image may change (optional; unpainted = no mask term). "
-            "3. **Click** a handle (red), then its target (blue); repeat for more drags. "
-            "4. **Run**. Points are stored in the original image's pixels, whatever the display size."
+            "3. **Click** a handle (red), then its target (blue); repeat for more drags. The warp preview "
+            "shows at once where the content goes. "
+            "4. **Choose a method and run**. Points are stored in the original image's pixels, whatever the "
+            "display size."
         )
         with gr.Row(equal_height=False):
             with gr.Column(scale=1, min_width=280):
@@ -813,8 +997,19 @@ def build_app(
                     undo_btn = gr.Button("Undo last point", size="sm", elem_id="dd-undo")
                     clear_btn = gr.Button("Clear points", size="sm", elem_id="dd-clear")
             with gr.Column(scale=1, min_width=280):
+                preview_view = gr.Image(
+                    label="3 · Warp preview (instant, no model)",
+                    type="pil",
+                    format="png",
+                    interactive=False,
+                    height=420,
+                    buttons=["fullscreen"],
+                    elem_id="dd-warp-preview",
+                )
+                preview_text = gr.Markdown(PREVIEW_NONE, elem_id="dd-warp-preview-text")
+            with gr.Column(scale=1, min_width=280):
                 live_view = gr.Image(
-                    label="3 · Live edit (tracked handles)",
+                    label="4 · Live edit (tracked handles)",
                     type="pil",
                     interactive=False,
                     height=420,
@@ -836,22 +1031,30 @@ def build_app(
                 scale=2,
                 elem_id="dd-model",
             )
+        preset_box = gr.Radio(
+            choices=preset_choices(),
+            value=start_preset,
+            label="Method (preset)",
+            elem_id="dd-preset",
+        )
         with gr.Row():
             generate_btn = gr.Button("Generate image from prompt", elem_id="dd-generate")
             run_btn = gr.Button("Run drag", variant="primary", elem_id="dd-run")
             stop_btn = gr.Button("Stop", variant="stop", elem_id="dd-stop")
         with gr.Accordion("Advanced settings", open=False):
-            preset_box = gr.Dropdown(choices=sorted(PRESETS), value=DEFAULT_PRESET, label="Preset")
             with gr.Row():
                 panel = [
                     gr.Number(
                         value=value,
                         label=label,
                         precision=0 if isinstance(value, int) else None,
+                        visible=shown,
                         elem_id="dd-" + key.replace(".", "-"),
                         min_width=160,
                     )
-                    for (key, label), value in zip(ADVANCED, defaults, strict=True)
+                    for (key, label), value, shown in zip(
+                        ADVANCED, defaults, panel_visible(start_preset), strict=True
+                    )
                 ]
         with gr.Row(equal_height=False):
             result_view = gr.Image(
@@ -872,12 +1075,22 @@ def build_app(
         canvas = [session, points, points_view, points_text]
         settings = [model_box, prompt, preset_box, *panel]
         editor_inputs = [editor_in, session, points, *settings]
+        # the warp preview follows every change of the picture, points, mask or warp settings
+        preview: dict[str, Any] = {
+            "fn": on_preview,
+            "inputs": [session, points, preset_box, *panel],
+            "outputs": [preview_view, preview_text],
+            "trigger_mode": "always_last",
+            **light,
+        }
         for listen in (
             editor_in.upload,
             editor_in.change,
         ):  # a new picture comes by upload; strokes by change
-            listen(on_editor_change, editor_inputs, canvas, trigger_mode="always_last", **light)
-        editor_in.clear(on_clear, None, canvas, **light)
+            listen(on_editor_change, editor_inputs, canvas, trigger_mode="always_last", **light).success(
+                **preview
+            )
+        editor_in.clear(on_clear, None, canvas, **light).success(**preview)
         gr.on(  # the background LoRA follows the prompt, model and settings (debounced in LoraWarmer)
             [model_box.change, prompt.change, preset_box.change, *(n.change for n in panel)],
             on_settings,
@@ -886,17 +1099,23 @@ def build_app(
             trigger_mode="always_last",
             **light,
         )
-        points_view.select(on_click, [session, points], canvas[1:], **light)
-        undo_btn.click(lambda s, p: on_points(s, p, "undo"), [session, points], canvas[1:], **light)
-        clear_btn.click(lambda s, p: on_points(s, p, "clear"), [session, points], canvas[1:], **light)
+        points_view.select(on_click, [session, points], canvas[1:], **light).success(**preview)
+        undo_btn.click(lambda s, p: on_points(s, p, "undo"), [session, points], canvas[1:], **light).success(
+            **preview
+        )
+        clear_btn.click(
+            lambda s, p: on_points(s, p, "clear"), [session, points], canvas[1:], **light
+        ).success(**preview)
         preset_box.change(on_preset, [preset_box], panel, **light)
+        warp_fields = [n for (key, _), n in zip(ADVANCED, panel, strict=True) if key.startswith("warp.")]
+        gr.on([preset_box.change, *(n.change for n in warp_fields)], **preview)
         generate_btn.click(
             on_generate,
             [prompt, model_box, preset_box, *panel],
             [session, points, editor_in, points_view, points_text],
             concurrency_id="engine",
             concurrency_limit=1,
-        )
+        ).success(**preview)
         run_btn.click(
             on_run,
             [session, points, editor_in, prompt, model_box, preset_box, *panel],
