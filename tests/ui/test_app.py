@@ -14,7 +14,7 @@ from PIL import Image
 
 gr = pytest.importorskip("gradio")
 
-from dragdiff.config import ConfigError, EditConfig  # noqa: E402
+from dragdiff.config import ConfigError, EditConfig, preset  # noqa: E402
 from dragdiff.types import InputError, ProgressEvent  # noqa: E402
 from dragdiff.ui import app as ui  # noqa: E402
 
@@ -267,7 +267,7 @@ def _eventually(condition, timeout: float = 5.0) -> None:
 def test_the_background_lora_follows_the_prompt_typed_after_the_upload() -> None:
     editor = _LoraEditor()
     warmer = ui.LoraWarmer(ui.ModelHolder(editor=editor))
-    image, cfg = Image.new("RGB", (8, 8), "red"), EditConfig()
+    image, cfg = Image.new("RGB", (8, 8), "red"), preset("dragdiffusion")
     try:
         warmer.follow("tab", None, image, "", cfg)  # the upload, prompt still empty
         _eventually(lambda: editor.prompts == [""])
@@ -295,7 +295,7 @@ def test_the_background_lora_follows_the_prompt_typed_after_the_upload() -> None
 def test_a_job_shared_by_two_tabs_survives_one_of_them_leaving() -> None:
     editor = _LoraEditor()
     warmer = ui.LoraWarmer(ui.ModelHolder(editor=editor))
-    image, cfg = Image.new("RGB", (8, 8), "blue"), EditConfig()
+    image, cfg = Image.new("RGB", (8, 8), "blue"), preset("dragdiffusion")
     try:
         warmer.follow("a", None, image, "x", cfg)
         warmer.follow("b", None, image, "x", cfg)

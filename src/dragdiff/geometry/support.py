@@ -28,6 +28,7 @@ BORDER_BAND = 0.03  # band inside the mask's border taken as background, fractio
 FLOOD_TOLERANCE = 28  # colour tolerance (per channel, 0–255) of the no-mask region estimate
 GROW = 0.6  # the no-mask box: the colour region's box grown by this fraction of its size on each side
 GRABCUT_ITERATIONS = 5
+SEGMENT_MAX_SIDE = 128  # longest side GrabCut runs at (the embedded model: its images at their own size)
 
 
 def segment_support(image: np.ndarray, handles: np.ndarray, mask: np.ndarray | None = None) -> np.ndarray:
@@ -35,7 +36,33 @@ def segment_support(image: np.ndarray, handles: np.ndarray, mask: np.ndarray | N
 
     ``image`` (H, W, 3) uint8 RGB; ``handles`` (N, 2) float (x, y) pixels; ``mask`` (H, W) bool editable area
     or None. Handles in the same connected part share its label; ``handle_labels`` says which is whose.
+    Images longer than ``SEGMENT_MAX_SIDE`` are segmented at that size (GrabCut's cost grows with the pixel
+    count: 1.7 s at 512² against ≈ 20 ms at 128²) and the labels upsampled with smooth edges.
     """
+    h, w = image.shape[:2]
+    scale = SEGMENT_MAX_SIDE / max(h, w)
+    if scale >= 1:
+        return _segment(image, handles, mask)
+    sw, sh = max(1, round(w * scale)), max(1, round(h * scale))
+    small = cv2.resize(image, (sw, sh), interpolation=cv2.INTER_AREA)
+    small_mask = None
+    if mask is not None:
+        small_mask = cv2.resize(mask.astype(np.uint8), (sw, sh), interpolation=cv2.INTER_NEAREST) > 0
+    xy = (handles + 0.5) * np.array([sw / w, sh / h]) - 0.5
+    labels = _segment(small, np.clip(xy, 0, [sw - 1, sh - 1]), small_mask)
+    return _upsample_labels(labels, (h, w))
+
+
+def _upsample_labels(labels: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
+    """Labels at a larger size: each part's indicator resized bilinearly, the strongest wins."""
+    k = int(labels.max())
+    stack = np.stack([(labels == i).astype(np.float32) for i in range(k + 1)])  # (K+1, h, w)
+    big = np.stack([cv2.resize(s, (hw[1], hw[0]), interpolation=cv2.INTER_LINEAR) for s in stack])
+    return big.argmax(axis=0).astype(np.int32)
+
+
+def _segment(image: np.ndarray, handles: np.ndarray, mask: np.ndarray | None) -> np.ndarray:
+    """``segment_support`` at the image's own size."""
     h, w = image.shape[:2]
     short = min(h, w)
     seeds = _disc_mask((h, w), handles, max(1.0, SEED_RADIUS * short))
