@@ -17,7 +17,7 @@ from collections.abc import Sequence
 # subcommand module -> the areas it fronts; each module defines register(subparsers)
 _COMMAND_MODULES: tuple[str, ...] = (
     "dragdiff.commands",  # edit, generate
-    "dragdiff.model.commands",  # make-data, train-model
+    "dragdiff.model.commands",  # make-data, train-model, train-vae-decoder
     "dragdiff.bench.commands",  # bench
     "dragdiff.ui.commands",  # ui
 )

@@ -3,7 +3,8 @@
 Both ``dragdiff.model.train`` (VAE reconstruction PSNR) and ``dragdiff.bench.metrics`` (which re-exports
 ``psnr`` and ``PSNR_CAP`` and adds SSIM, LPIPS, Image Fidelity) use these, so neither area imports the other
 for them. Images are (B, C, H, W) tensors in [0, 1]; a ``region`` is an (H, W) bool array/tensor
-(True = count this pixel) or None for the whole image. Imports torch and numpy only.
+(True = count this pixel) or None for the whole image. ``speckle_share`` measures the VAE's colour speckles
+(issue #17). Imports torch and numpy only.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import math
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 PSNR_CAP = 100.0  # dB; identical images would give +inf, which neither averages nor serialises to JSON
 
@@ -41,3 +43,35 @@ def psnr(a: torch.Tensor, b: torch.Tensor, region: np.ndarray | torch.Tensor | N
     if math.isnan(mse):
         return math.nan
     return min(PSNR_CAP, 10.0 * math.log10(1.0 / max(mse, 1e-30)))
+
+
+# Speckle measure (issue #17): a speckle is a reconstructed pixel whose colour lies far outside every colour
+# of the source around it. Blur stays inside the local range (it mixes neighbouring colours): not counted.
+SPECKLE_WINDOW = 5  # px: the source's neighbourhood, 5×5
+SPECKLE_THRESHOLD = 0.2  # of the [0, 1] range (51 of 255 levels): marks the rainbow dots; 0.1 marks tints too
+
+
+def local_range_excess(rec: torch.Tensor, src: torch.Tensor, window: int = SPECKLE_WINDOW) -> torch.Tensor:
+    """How far each pixel of ``rec`` lies outside the range of ``src`` around it: (B, C, H, W) -> (B, H, W).
+
+    Per channel, the excursion above the maximum or below the minimum of ``src`` over the
+    ``window``×``window`` neighbourhood (0 inside the range); the largest over the channels. In the images'
+    own units.
+    """
+    if rec.shape != src.shape or rec.ndim != 4:
+        shapes = f"{tuple(rec.shape)} and {tuple(src.shape)}"
+        raise ValueError(f"need two (B, C, H, W) images of one shape, got {shapes}")
+    pad = window // 2
+    hi = F.max_pool2d(src, window, stride=1, padding=pad)  # (B, C, H, W), padding never wins a max
+    lo = -F.max_pool2d(-src, window, stride=1, padding=pad)
+    return torch.maximum(rec - hi, lo - rec).clamp(min=0).amax(dim=1)  # (B, H, W)
+
+
+def speckle_share(
+    rec: torch.Tensor, src: torch.Tensor, threshold: float = SPECKLE_THRESHOLD, window: int = SPECKLE_WINDOW
+) -> torch.Tensor:
+    """Per image, the share of pixels of ``rec`` more than ``threshold`` outside the local range of ``src``.
+
+    (B, C, H, W) images in [0, 1] -> (B,) shares in [0, 1].
+    """
+    return (local_range_excess(rec, src, window) > threshold).float().mean(dim=(1, 2))

@@ -1,4 +1,5 @@
 """``dragdiff make-data``: build the emoji pack; write preview grids or captioned training samples.
+``dragdiff train-model`` and ``dragdiff train-vae-decoder`` hand their arguments to the training modules.
 
 Examples::
 
@@ -33,6 +34,7 @@ def register(subparsers: Any) -> None:
     """Add this area's subcommands (called by ``dragdiff.cli``)."""
     _register_make_data(subparsers)
     _register_train_model(subparsers)
+    _register_train_vae_decoder(subparsers)
 
 
 def _register_train_model(subparsers: Any) -> None:
@@ -50,6 +52,21 @@ def _register_train_model(subparsers: Any) -> None:
         return main(["train-model", *args.extra_args])
 
     p.set_defaults(func=run, passthrough=True)  # cli.main hands the unparsed arguments over as extra_args
+
+
+def _register_train_vae_decoder(subparsers: Any) -> None:
+    p = subparsers.add_parser(
+        "train-vae-decoder",
+        help="fine-tune the embedded model's VAE decoder, encoder frozen (issue #17); --help for options",
+        add_help=False,
+    )
+
+    def run(args: argparse.Namespace) -> int:
+        from dragdiff.model.decoder import main
+
+        return main(["train-vae-decoder", *args.extra_args])
+
+    p.set_defaults(func=run, passthrough=True)
 
 
 def _register_make_data(subparsers: Any) -> None:
