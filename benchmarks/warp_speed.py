@@ -3,7 +3,7 @@ pipeline of ``edit_sd15.py``, and the model-free warp preview at 512² on the CP
 
     python benchmarks/warp_speed.py [--tiny] [--repeats 5] [--json OUT.json]
 
-Prints a table (seconds per edit: first and warm median, phases; preview ms) and writes JSON. On a GPU the edit
+Prints a table (seconds per edit: first, warm median, phases; preview ms) and writes JSON. On a GPU the edit
 runs in fp16 weights (precision "auto"); the preview always runs on the CPU (it has no model).
 """
 
