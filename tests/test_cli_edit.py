@@ -157,6 +157,12 @@ BAD_CASES = {
         "handle 1 at (1, 1) is outside the editable mask",
     ),
     "image too small": (["edit", "{dir}/bad/tiny.png", "--drag", "0,0:0,0"], "1x1 px"),
+    "roi without the handle": (
+        ["edit", "{image}", "--drag", "1,1:5,5", "--roi", "20,0,60,44"],
+        "roi '20,0,60,44' does not contain handle 1 at (1, 1)",
+    ),
+    "roi outside the image": (["edit", "{image}", "--drag", "1,1:5,5", "--roi", "0,0,99,44"], "60x44"),
+    "bad quality": (["edit", "{image}", "--drag", "1,1:5,5", "--quality", "0"], "--quality must be 1..100"),
     "bad latents": (
         ["edit", "{image}", "--drag", "1,1:5,5", "--generated", "{dir}/bad/broken.png"],
         "broken.png",
@@ -259,3 +265,16 @@ def test_unknown_method_is_one_line_naming_the_choices(files, capsys) -> None:
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "'magic'" in err[0] and "warp" in err[0] and "dragdiffusion" in err[0]
     assert _outputs(files["dir"]) == set()
+
+
+def test_roi_flag_edits_the_box_and_records_it(files, tiny_pipeline_dir) -> None:
+    argv = ["edit", str(files["image"]), "--drag", "21,22:30,22", "--roi", "4,2,56,42"]
+    argv += ["--model", str(tiny_pipeline_dir), "--set", "warp.fill_steps=4", "-o", str(files["out"])]
+    assert main(argv) == 0
+    record = json.loads((files["dir"] / "out.json").read_text())
+    assert record["roi"] == [4, 2, 56, 42]
+    src = np.asarray(Image.open(files["image"]).convert("RGB"))
+    out = np.asarray(Image.open(files["out"]).convert("RGB"))
+    outside = np.ones((44, 60), bool)
+    outside[2:42, 4:56] = False
+    assert np.array_equal(src[outside], out[outside]) and not np.array_equal(src, out)

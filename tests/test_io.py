@@ -3,6 +3,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -265,3 +266,34 @@ def test_package_versions():
     v = io.package_versions()
     assert set(v) == {"torch", "diffusers", "transformers", "peft", "dragdiff", "python"}
     assert v["dragdiff"] == "0.1.0" and v["python"].count(".") == 2
+
+
+def test_large_images_load_without_a_warning_and_too_large_ones_fail_in_one_line(tmp_path, monkeypatch):
+    path = tmp_path / "big.png"
+    Image.new("RGB", (60, 44), (10, 20, 30)).save(path)
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 2000)  # Pillow would warn (and above 4000 px, refuse)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert io.load_image(path).size == (60, 44)  # 2640 px: below dragdiff's limit, no warning
+    monkeypatch.setattr(io, "MAX_PIXELS", 2000)
+    with pytest.raises(InputError, match=r"too large: dragdiff reads at most 0.002 MP.*is 60x44") as info:
+        io.load_image(path)
+    assert "\n" not in str(info.value)
+    huge = tmp_path / "huge.png"
+    Image.new("RGB", (100, 100)).save(huge)  # beyond twice Pillow's limit: Pillow refuses to open it
+    with pytest.raises(InputError, match="is too large"):
+        io.load_image(huge)
+
+
+def test_exif_orientation_is_applied_and_jpeg_quality_is_kept(tmp_path):
+    path = tmp_path / "phone.jpg"
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotated 90 degrees clockwise
+    Image.new("RGB", (60, 40), (200, 30, 30)).save(path, exif=exif)
+    assert io.load_image(path).size == (40, 60)
+    noisy = Image.fromarray(np.random.default_rng(0).integers(0, 256, (64, 64, 3), dtype=np.uint8))
+    io.atomic_save_image(noisy, tmp_path / "q95.jpg")
+    io.atomic_save_image(noisy, tmp_path / "q50.jpg", quality=50)
+    assert (tmp_path / "q95.jpg").stat().st_size > 1.5 * (tmp_path / "q50.jpg").stat().st_size
+    with pytest.raises(InputError, match="quality must be 1..100, got 0"):
+        io.atomic_save_image(noisy, tmp_path / "q0.jpg", quality=0)

@@ -24,6 +24,7 @@ from dragdiff.config import (
     GenerateConfig,
     preset,
 )
+from dragdiff.io import DEFAULT_QUALITY
 from dragdiff.types import DragInstruction, InputError, ProgressEvent
 
 _DEFAULTS = EditConfig()
@@ -152,6 +153,21 @@ def _register_edit(subparsers: Any) -> None:
         help="LoRA cache folder (default: $DRAGDIFF_CACHE/lora or ~/.cache/dragdiff/lora)",
     )
     p.add_argument(
+        "--roi",
+        default="auto",
+        metavar="auto|full|X0,Y0,X1,Y1",
+        help="region the model edits; every pixel outside it is the input's (default: auto, a box around "
+        "the drag and mask; full: the whole image, scaled to the model's size and back; X0,Y0,X1,Y1: a box "
+        "in image pixels, X1/Y1 exclusive). Generated-image mode always edits the whole image",
+    )
+    p.add_argument(
+        "--quality",
+        type=int,
+        default=None,
+        metavar="Q",
+        help=f"JPEG/WebP quality of the output, 1-100 (default: {DEFAULT_QUALITY})",
+    )
+    p.add_argument(
         "--generated",
         default=None,
         metavar="LATENTS",
@@ -215,6 +231,8 @@ def run_edit(args: argparse.Namespace) -> int:
     from dragdiff import io
 
     config = build_config(args)
+    if args.quality is not None and not 1 <= args.quality <= 100:
+        raise InputError(f"--quality must be 1..100, got {args.quality}")
     image = io.load_image(args.image)
     if not args.drag:
         raise InputError(
@@ -226,6 +244,10 @@ def run_edit(args: argparse.Namespace) -> int:
         handles=tuple(h for h, _ in pairs), targets=tuple(g for _, g in pairs), mask=mask, prompt=args.prompt
     )
     instruction.validate_for(image.width, image.height)
+    if args.roi.strip().lower() not in ("auto", "full"):  # an explicit box is checked before the model loads
+        from dragdiff.roi import choose_roi
+
+        choose_roi(image.size, instruction, 1, 1, args.roi)
     inputs = [p for p in (args.image, args.mask, args.generated) if p]
     out = io.check_output_path(args.output, inputs, formats=io.IMAGE_FORMATS)
     record_path = io.check_output_path(out.with_suffix(".json"), inputs)
@@ -240,7 +262,7 @@ def run_edit(args: argparse.Namespace) -> int:
 
         source = load_generated(args.generated, image)
     editor = _load_editor(args)
-    result = _run_with_progress(editor, source, instruction, config)
+    result = _run_with_progress(editor, source, instruction, config, args.roi)
     record = dict(result.record)
     record["files"] = {
         "input": args.image,
@@ -250,7 +272,7 @@ def run_edit(args: argparse.Namespace) -> int:
         "animation": str(animation) if animation else None,
     }
     record["load_seconds"] = editor.load_seconds
-    io.atomic_save_image(result.image, out)
+    io.atomic_save_image(result.image, out, quality=args.quality)
     io.atomic_write_json(record_path, record)
     written = [out, record_path]
     if animation is not None and result.frames:
@@ -282,11 +304,13 @@ def _load_editor(args: argparse.Namespace) -> Any:
     )
 
 
-def _run_with_progress(editor: Any, source: Any, instruction: DragInstruction, config: EditConfig) -> Any:
+def _run_with_progress(
+    editor: Any, source: Any, instruction: DragInstruction, config: EditConfig, roi: str = "auto"
+) -> Any:
     """Run the edit with one tqdm bar per phase; library failures become one-line errors."""
     from dragdiff.cli import CliError
 
-    run = editor.iter_edit(source, instruction, config, threading.Event())
+    run = editor.iter_edit(source, instruction, config, threading.Event(), roi=roi)
     bars = _PhaseBars()
     try:
         for event in run:

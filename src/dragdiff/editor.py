@@ -7,7 +7,10 @@ An edit runs as numbered steps:
                    denoise, decode for ``dragdiffusion``; warp, fill for ``warp``), returns a ``DragOutcome``
     3. keep        with a mask, every pixel outside it is the input's (``keep_outside_mask``; off in
                    ``faithful``)
-    4. record      the JSON record and the ``DragResult``
+    4. paste       the edited region of interest back into the full-resolution original (``dragdiff.roi``)
+    5. record      the JSON record and the ``DragResult``
+Steps 1-3 run on the region of interest (``roi``: "auto" by default, a box around the drag), so the model's
+work size is spent on the part that changes and every pixel outside the box stays the input's.
 ``iter_edit`` streams a ``ProgressEvent`` per step and honours a stop flag; ``edit`` runs it to the end.
 The editor also owns what outlives one edit: the identity-LoRA cache (in memory and on disk) and the
 inverted latents of recent images (``identity_lora``, ``start_latent``: the ``ModelCaches`` of a method).
@@ -68,6 +71,7 @@ from dragdiff.geometry.blend import keep_outside
 from dragdiff.io import package_versions
 from dragdiff.methods import DragOutcome, get_method
 from dragdiff.ops import image_to_grid, resize_mask, work_size
+from dragdiff.roi import Box, choose_roi, crop_instruction, paste_roi, shift_points
 from dragdiff.types import DragInstruction, DragResult, InputError, Point, ProgressEvent
 
 logger = logging.getLogger(__name__)
@@ -156,9 +160,10 @@ class DragEditor:
         instruction: DragInstruction,
         config: EditConfig | None = None,
         stop: threading.Event | None = None,
+        roi: str = "auto",
     ) -> DragResult:
-        """Run a whole edit and return its result."""
-        run = self.iter_edit(image, instruction, config, stop)
+        """Run a whole edit and return its result (``roi``: see ``iter_edit``)."""
+        run = self.iter_edit(image, instruction, config, stop, roi=roi)
         for _ in run:
             pass
         assert run.result is not None
@@ -170,14 +175,26 @@ class DragEditor:
         instruction: DragInstruction,
         config: EditConfig | None = None,
         stop: threading.Event | None = None,
+        roi: str = "auto",
     ) -> EditRun:
         """Check the inputs now, then stream the edit's progress; the DragResult is ``run.result`` at the end.
 
         Setting ``stop`` ends the optimisation early; the edit still denoises and returns (``stopped=True``).
+        ``roi``: the region the model edits, "auto" (a box around the drag), "full" or "X0,Y0,X1,Y1"
+        (``dragdiff.roi``); every pixel outside it is the input's. A GeneratedImage is always edited whole.
         """
         config = config if config is not None else EditConfig()
         self.check_inputs(image, instruction, config)
-        return EditRun(self._edit_steps(image, instruction, config, stop or threading.Event()))
+        box = self.choose_roi(image, instruction, roi)
+        return EditRun(self._edit_steps(image, instruction, config, stop or threading.Event(), box))
+
+    def choose_roi(
+        self, image: Image.Image | GeneratedImage, instruction: DragInstruction, roi: str = "auto"
+    ) -> Box:
+        """The box (x0, y0, x1, y1) an edit of ``image`` runs on (``dragdiff.roi.choose_roi``)."""
+        picture = image.image if isinstance(image, GeneratedImage) else image
+        spec = "full" if isinstance(image, GeneratedImage) else roi  # its latents are the whole picture
+        return choose_roi(picture.size, instruction, self.native, self.multiple, spec)
 
     def generate(self, prompt: str, config: EditConfig | GenerateConfig | None = None) -> GeneratedImage:
         """Text-to-image with every latent kept, for generated-image mode (SPEC §6)."""
@@ -271,21 +288,31 @@ class DragEditor:
         instruction: DragInstruction,
         config: EditConfig,
         stop: threading.Event,
+        box: Box,
     ) -> Generator[ProgressEvent, None, DragResult]:
         method = get_method(config.method)
+        full = _whole(image, box)
+        picture = image if isinstance(image, Image.Image) else image.image
+        crop = image if full else picture.convert("RGB").crop(box)
+        local = instruction if full else crop_instruction(instruction, box)
         with self._busy, self._on_device():
             clock = Clock(self.device)
-            prep = self._prepare(image, instruction, config)  # 1
+            prep = self._prepare(crop, local, config)  # 1
             clock.lap("prepare")
             ctx = EditContext(self.pipe, prep, self._amp(config), self._graphed(config), clock, caches=self)
-            outcome = yield from method(ctx, instruction, config, stop)  # 2
+            outcome = yield from _lifted(method(ctx, local, config, stop), picture, box)  # 2
             edited = outcome.image
-            if config.keep_outside_mask and instruction.mask is not None:  # 3
+            if config.keep_outside_mask and local.mask is not None:  # 3
                 feather = max(1, round(KEEP_FEATHER_PX * max(prep.image_hw) / max(prep.work_hw)))
-                edited = keep_outside(prep.source, edited, np.asarray(instruction.mask, bool), feather)
+                edited = keep_outside(prep.source, edited, np.asarray(local.mask, bool), feather)
             clock.lap("keep")
+            if not full:  # 4
+                edited = paste_roi(picture, edited, box)
+                outcome = _lift_outcome(outcome, picture, box)
+            clock.lap("paste")
         yield ProgressEvent(phase="done", step=1, total=1, handles=outcome.final_handles)
-        return self._result(instruction, config, prep, outcome, clock, edited)  # 4
+        source = prep.source if full else picture.convert("RGB")
+        return self._result(instruction, config, prep, outcome, clock, edited, box, source)  # 5
 
     # 1. prepare (cheap for every method: the prompt encoding is one text-encoder call)
     def _prepare(
@@ -466,8 +493,10 @@ class DragEditor:
         outcome: DragOutcome,
         clock: Clock,
         edited: Image.Image,
+        box: Box,
+        source: Image.Image,
     ) -> DragResult:
-        source = prep.generated.image if prep.generated is not None else prep.source
+        source = prep.generated.image if prep.generated is not None else source
         record = {
             "config": config.to_dict(),
             "method": config.method,
@@ -485,6 +514,7 @@ class DragEditor:
             "package_versions": package_versions(),
             "model": self.model_id,
             "image_size": [source.width, source.height],
+            "roi": list(box),
             "work_size": [prep.work_hw[1], prep.work_hw[0]],
             "grid_size": [prep.grid_hw[1], prep.grid_hw[0]],
             "device": str(self.device),
@@ -515,3 +545,52 @@ def _same_model(a: str, b: str) -> bool:
         return True
     pa, pb = Path(a).expanduser(), Path(b).expanduser()
     return pa.exists() and pb.exists() and pa.resolve() == pb.resolve()
+
+
+# --- the region of interest: what runs on the crop, in the full image's coordinates -----------------------
+
+
+def _whole(image: Image.Image | GeneratedImage, box: Box) -> bool:
+    picture = image.image if isinstance(image, GeneratedImage) else image
+    return box == (0, 0, picture.width, picture.height)
+
+
+def _lift_preview(preview: Image.Image, picture: Image.Image, box: Box) -> Image.Image:
+    """A preview of the crop pasted into the full picture (previews may be smaller than the crop)."""
+    x0, y0, x1, y1 = box
+    full = picture.convert("RGB")  # a new image
+    full.paste(preview.convert("RGB").resize((x1 - x0, y1 - y0), Image.Resampling.BICUBIC), (x0, y0))
+    return full
+
+
+def _lifted(
+    steps: Generator[ProgressEvent, None, DragOutcome], picture: Image.Image, box: Box
+) -> Generator[ProgressEvent, None, DragOutcome]:
+    """The method's events with handles (and previews) in the full image's coordinates."""
+    if box == (0, 0, picture.width, picture.height):
+        return (yield from steps)
+    x0, y0 = box[:2]
+    while True:
+        try:
+            event = next(steps)
+        except StopIteration as done:
+            return done.value  # type: ignore[no-any-return]
+        preview = None if event.preview is None else _lift_preview(event.preview, picture, box)
+        yield dataclasses.replace(event, handles=shift_points(event.handles, x0, y0), preview=preview)
+
+
+def _lift_outcome(outcome: DragOutcome, picture: Image.Image, box: Box) -> DragOutcome:
+    """The method's outcome with its handles and previews in the full image's coordinates."""
+    x0, y0 = box[:2]
+    record = dict(outcome.record)
+    if "tracked_handles" in record:
+        record["tracked_handles"] = {
+            k: [[x + x0, y + y0] for x, y in v] for k, v in record["tracked_handles"].items()
+        }
+    return dataclasses.replace(
+        outcome,
+        initial_handles=shift_points(outcome.initial_handles, x0, y0),
+        final_handles=shift_points(outcome.final_handles, x0, y0),
+        previews=[(_lift_preview(p, picture, box), shift_points(h, x0, y0)) for p, h in outcome.previews],
+        record=record,
+    )

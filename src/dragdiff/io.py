@@ -9,6 +9,9 @@ Masks: white (255) or 1 = editable, black (0) = keep. Grayscale, RGB (a pixel's 
 RGBA/LA (the alpha channel when it varies, else the colour) and 16-bit PNGs are read. So that a mask saved as
 JPEG or resampled by an editor still loads, values 0-8 count as black and 247-255 as white; anything in
 between is an error naming the values, because guessing a threshold there would silently move the edit region.
+
+Large images: up to ``MAX_PIXELS`` (100 MP) load without Pillow's ``DecompressionBombWarning``; beyond it a
+one-line ``InputError``. EXIF orientation is applied on load, so points refer to the upright picture.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ import os
 import platform
 import shutil
 import tempfile
+import warnings
 from collections.abc import Iterator, Sequence
 from datetime import date, datetime
 from importlib import metadata
@@ -41,6 +45,8 @@ BLACK_MAX = 8  # mask values 0..8 read as 0 (tolerates JPEG noise)
 WHITE_MIN = 247  # mask values 247..255 read as 1
 IMAGE_FORMATS: dict[str, str] = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP"}
 ANIMATION_FORMATS: dict[str, str] = {".gif": "GIF", ".webp": "WEBP"}
+MAX_PIXELS = 100_000_000  # largest image (W x H) read: 100 MP, e.g. 12000x8000 (Pillow warns at 89 MP)
+DEFAULT_QUALITY = 95  # JPEG/WebP quality of written images (dragdiff edit --quality)
 VERSIONED_PACKAGES: tuple[str, ...] = ("torch", "diffusers", "transformers", "peft", "dragdiff")
 
 
@@ -54,11 +60,20 @@ def _open(path: PathLike, what: str) -> Image.Image:
         raise InputError(f"{what} not found: {p}")
     if p.is_dir():
         raise InputError(f"{what} {p} is a folder, not an image file")
+    too_large = f"{what} {p} is too large: dragdiff reads at most {MAX_PIXELS / 1e6:g} MP (io.MAX_PIXELS)"
     try:
-        with Image.open(p) as im:
-            im.load()  # decode now so a truncated file fails here, not later
-            image = ImageOps.exif_transpose(im)  # phone photos: points refer to the upright picture
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
+        with warnings.catch_warnings():  # our own limit below replaces Pillow's warning
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(p) as im:
+                if im.width * im.height > MAX_PIXELS:
+                    raise InputError(f"{too_large}; it is {im.width}x{im.height}")
+                im.load()  # decode now so a truncated file fails here, not later
+                image = ImageOps.exif_transpose(im)  # phone photos: points refer to the upright picture
+    except InputError:
+        raise
+    except Image.DecompressionBombError:  # beyond twice Pillow's own limit: refused before its size is read
+        raise InputError(too_large) from None
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
         raise InputError(f"cannot read {what} {p}: {exc}") from None
     if image.width == 0 or image.height == 0:
         raise InputError(f"{what} {p} is empty ({image.width}x{image.height})")
@@ -254,11 +269,19 @@ def _format_for(path: Path, formats: dict[str, str], what: str) -> str:
     return fmt
 
 
-def atomic_save_image(image: Image.Image, path: PathLike) -> None:
-    """Save an image atomically; the format comes from the suffix (.png, .jpg/.jpeg, .webp)."""
+def atomic_save_image(image: Image.Image, path: PathLike, quality: int | None = None) -> None:
+    """Save an image atomically; the format comes from the suffix (.png, .jpg/.jpeg, .webp).
+
+    ``quality``: JPEG/WebP quality 1-100 (default ``DEFAULT_QUALITY``); JPEGs keep full chroma at >= 90.
+    """
     target = Path(path)
     fmt = _format_for(target, IMAGE_FORMATS, "an image")
-    options: dict[str, Any] = {"quality": 95} if fmt in ("JPEG", "WEBP") else {}
+    q = DEFAULT_QUALITY if quality is None else quality
+    if not 1 <= q <= 100:
+        raise InputError(f"image quality must be 1..100, got {q}")
+    options: dict[str, Any] = {"quality": q} if fmt in ("JPEG", "WEBP") else {}
+    if fmt == "JPEG" and q >= 90:
+        options["subsampling"] = 0  # 4:4:4: no chroma blur on the pixels the edit did not touch
     if fmt == "JPEG" and image.mode not in ("RGB", "L"):
         image = image.convert("RGB")
     with atomic_path(target) as tmp:

@@ -1,0 +1,161 @@
+"""The region of interest: the part of a large image an edit runs on; every other pixel stays the input's.
+
+A model runs at its native size (512 px for SD 1.5, 64-128 px for the embedded model). Editing a 4000x2667
+photo as a whole means scaling it down to that size and back up, which blurs every pixel. Instead the editor
+crops a box around the drag (``choose_roi``), edits the crop (resized to the work size inside, as before) and
+pastes the result back into the untouched full-resolution original with a feathered seam (``paste_roi``).
+
+``spec`` (``DragEditor.edit(..., roi=...)``, ``dragdiff edit --roi``):
+    "auto"             the box of handles, targets and mask plus a margin, grown to the work size's aspect
+                       and to at least the model's native size where the image allows (``choose_roi``)
+    "full"             the whole image (the behaviour before ROIs)
+    "X0,Y0,X1,Y1"      an explicit box in image pixels, X1/Y1 exclusive; it must hold every handle and target
+Boxes are (x0, y0, x1, y1) ints, x1 and y1 exclusive. Pure numpy/PIL, no torch.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import numpy as np
+from PIL import Image
+
+from dragdiff.ops.points import work_size
+from dragdiff.types import MIN_IMAGE_SIDE, DragInstruction, InputError, Point
+
+__all__ = ["Box", "choose_roi", "crop_instruction", "paste_roi", "shift_points"]
+
+Box = tuple[int, int, int, int]  # (x0, y0, x1, y1), x1/y1 exclusive, image px
+
+MARGIN_DRAG = 0.25  # margin around the drag: a quarter of the longest drag ...
+MARGIN_SIDE = 0.1  # ... or a tenth of the box's longer side ...
+MARGIN_MIN_PX = 8  # ... or 8 px, whichever is largest
+SEAM_PX = 4  # width of the feathered seam inside the box (image px), where the edit fades into the original
+
+
+def choose_roi(
+    image_size: tuple[int, int], instruction: DragInstruction, native: int, multiple: int, spec: str = "auto"
+) -> Box:
+    """The box to edit for ``spec`` ("auto", "full" or "X0,Y0,X1,Y1"); ``image_size`` is (W, H)."""
+    width, height = image_size
+    text = spec.strip().lower() if isinstance(spec, str) else spec
+    if text == "full":
+        return (0, 0, width, height)
+    if text == "auto":
+        return _auto_box(width, height, instruction, native, multiple)
+    if not isinstance(spec, str):
+        raise InputError(f"roi must be 'auto', 'full' or 'X0,Y0,X1,Y1', got {spec!r}")
+    return _explicit_box(spec, width, height, instruction)
+
+
+def _points_box(instruction: DragInstruction) -> tuple[float, float, float, float]:
+    """(x0, y0, x1, y1) covering handles, targets and the mask's editable pixels (x1/y1 inclusive)."""
+    xy = np.array([p.as_tuple() for p in (*instruction.handles, *instruction.targets)])  # (2N, 2)
+    x0, y0 = xy.min(axis=0)
+    x1, y1 = xy.max(axis=0)
+    if instruction.mask is not None:
+        mask = np.asarray(instruction.mask, bool)
+        rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
+        if rows.size:
+            x0, x1 = min(x0, cols[0]), max(x1, cols[-1])
+            y0, y1 = min(y0, rows[0]), max(y1, rows[-1])
+    return float(x0), float(y0), float(x1), float(y1)
+
+
+def _auto_box(width: int, height: int, instruction: DragInstruction, native: int, multiple: int) -> Box:
+    x0, y0, x1, y1 = _points_box(instruction)
+    pairs = zip(instruction.handles, instruction.targets, strict=True)
+    drags = [math.dist(h.as_tuple(), t.as_tuple()) for h, t in pairs]
+    margin = max(MARGIN_DRAG * max(drags), MARGIN_SIDE * max(x1 - x0, y1 - y0), MARGIN_MIN_PX)
+    box_w = x1 - x0 + 1 + 2 * margin
+    box_h = y1 - y0 + 1 + 2 * margin
+    least = max(native, MIN_IMAGE_SIDE)  # at least the native size: never run the model on less detail
+    box_w, box_h = max(box_w, least), max(box_h, least)
+    work_w, work_h = work_size(math.ceil(box_w), math.ceil(box_h), native, multiple)
+    aspect = work_w / work_h  # grow the short side so the crop is not stretched when it is resized
+    box_w, box_h = max(box_w, box_h * aspect), max(box_h, box_w / aspect)
+    cx, cy = (x0 + x1 + 1) / 2, (y0 + y1 + 1) / 2
+    bx0, bx1 = _fit_span(cx, box_w, width)
+    by0, by1 = _fit_span(cy, box_h, height)
+    return (bx0, by0, bx1, by1)
+
+
+def _fit_span(center: float, length: float, limit: int) -> tuple[int, int]:
+    """[start, end) of ``length`` around ``center``, shifted (not cut) to stay within [0, limit)."""
+    size = min(limit, math.ceil(length))
+    start = round(center - size / 2)
+    start = min(max(start, 0), limit - size)
+    return start, start + size
+
+
+def _explicit_box(spec: str, width: int, height: int, instruction: DragInstruction) -> Box:
+    parts = spec.split(",")
+    try:
+        if len(parts) != 4:
+            raise ValueError
+        x0, y0, x1, y1 = (int(float(v)) for v in parts)
+    except ValueError:
+        raise InputError(f"roi must be 'auto', 'full' or 'X0,Y0,X1,Y1' (pixels), got {spec!r}") from None
+    if not (0 <= x0 < x1 <= width and 0 <= y0 < y1 <= height):
+        raise InputError(
+            f"roi {spec!r} is empty or outside the {width}x{height} image (need 0 <= X0 < X1 <= {width}, "
+            f"0 <= Y0 < Y1 <= {height})"
+        )
+    if min(x1 - x0, y1 - y0) < MIN_IMAGE_SIDE:
+        raise InputError(f"roi {spec!r} is {x1 - x0}x{y1 - y0} px; it needs at least {MIN_IMAGE_SIDE} a side")
+    for kind, pts in (("handle", instruction.handles), ("target", instruction.targets)):
+        for i, p in enumerate(pts):
+            if not (x0 <= p.x <= x1 - 1 and y0 <= p.y <= y1 - 1):
+                raise InputError(f"roi {spec!r} does not contain {kind} {i + 1} at ({p.x:g}, {p.y:g})")
+    return (x0, y0, x1, y1)
+
+
+def shift_points(points: tuple[Point, ...], dx: float, dy: float) -> tuple[Point, ...]:
+    return tuple(Point(p.x + dx, p.y + dy) for p in points)
+
+
+def crop_instruction(instruction: DragInstruction, box: Box) -> DragInstruction:
+    """The instruction in the box's coordinates: points shifted by (-x0, -y0), the mask cropped."""
+    x0, y0, x1, y1 = box
+    mask = None if instruction.mask is None else np.asarray(instruction.mask)[y0:y1, x0:x1]
+    return dataclasses.replace(
+        instruction,
+        handles=shift_points(instruction.handles, -x0, -y0),
+        targets=shift_points(instruction.targets, -x0, -y0),
+        mask=mask,
+    )
+
+
+def seam_weight(box: Box, image_size: tuple[int, int], seam_px: int = SEAM_PX) -> np.ndarray:
+    """(h, w) float32 weight of the edit inside ``box``: 1 inside, falling towards each box edge that is
+    not the image's own edge (there nothing lies beyond, so no seam is needed), never 0 inside the box."""
+    x0, y0, x1, y1 = box
+    width, height = image_size
+
+    def ramp(n: int, soft_start: bool, soft_end: bool) -> np.ndarray:
+        i = np.arange(n, dtype=np.float32)
+        w = np.ones(n, np.float32)
+        if soft_start:
+            w = np.minimum(w, (i + 1) / (seam_px + 1))
+        if soft_end:
+            w = np.minimum(w, (n - i) / (seam_px + 1))
+        return w
+
+    wx = ramp(x1 - x0, x0 > 0, x1 < width)  # (w,)
+    wy = ramp(y1 - y0, y0 > 0, y1 < height)  # (h,)
+    return np.minimum(wy[:, None], wx[None, :])  # (h, w)
+
+
+def paste_roi(source: Image.Image, edited_crop: Image.Image, box: Box, seam_px: int = SEAM_PX) -> Image.Image:
+    """``source`` with ``edited_crop`` blended into ``box``: every pixel outside the box is the source's,
+    and a pixel the crop did not change stays the source's bit for bit."""
+    x0, y0, x1, y1 = box
+    full = np.array(source.convert("RGB"))  # (H, W, 3) uint8, a copy
+    src = full[y0:y1, x0:x1].astype(np.float32)  # (h, w, 3)
+    out = np.asarray(edited_crop.convert("RGB"), dtype=np.float32)
+    if out.shape != src.shape:
+        raise ValueError(f"edited crop is {out.shape[1]}x{out.shape[0]}, box is {x1 - x0}x{y1 - y0}")
+    weight = seam_weight(box, source.size, seam_px)[..., None]  # (h, w, 1)
+    full[y0:y1, x0:x1] = np.clip(np.rint(src + (out - src) * weight), 0, 255).astype(np.uint8)
+    return Image.fromarray(full)
