@@ -48,13 +48,16 @@ def time_edits(editor: DragEditor, size: int, repeats: int) -> dict[str, Any]:
     }
 
 
+PREVIEW_MAX = 256  # as the web editor computes it (ui.app.PREVIEW_MAX)
+
+
 def time_preview(size: int, repeats: int) -> dict[str, Any]:
     image, ins = test_picture(size)
-    warp_preview(image, ins)  # warm-up (OpenCV's first calls)
+    warp_preview(image, ins, max_side=PREVIEW_MAX)  # warm-up (OpenCV's first calls)
     ms = []
     for _ in range(repeats):
         start = time.perf_counter()
-        warp_preview(image, ins)
+        warp_preview(image, ins, max_side=PREVIEW_MAX)
         ms.append((time.perf_counter() - start) * 1000)
     return {"median_ms": statistics.median(ms), "ms": ms, "threads": torch.get_num_threads()}
 

@@ -457,24 +457,28 @@ def test_an_impossible_warp_preview_says_why_in_one_line(monkeypatch) -> None:
 
 
 def test_the_warp_preview_of_a_large_image_is_computed_small(monkeypatch) -> None:
+    import dragdiff.geometry.warp as warp
     from dragdiff.config import preset
 
     seen: list[tuple[tuple[int, int], tuple[float, float], tuple[float, float]]] = []
-    real = ui.warp_preview
+    real = warp.plan_warp
 
-    def spy(image, instruction, **options):
-        seen.append((image.size, instruction.handles[0].as_tuple(), instruction.targets[0].as_tuple()))
-        return real(image, instruction, **options)
+    def spy(arr, instruction, **options):
+        hw = arr.shape[:2]
+        seen.append(((hw[1], hw[0]), instruction.handles[0].as_tuple(), instruction.targets[0].as_tuple()))
+        return real(arr, instruction, **options)
 
-    monkeypatch.setattr(ui, "warp_preview", spy)
+    monkeypatch.setattr(warp, "plan_warp", spy)
     image = _example().resize((1536, 768))
     mask = np.zeros((768, 1536), bool)
     mask[:, 400:1300] = True
     shown, text = ui.render_warp_preview(image, [(768, 384), (1008, 384)], mask, preset("warp"))
     assert shown is not None and shown.size == ui.display_size(image.size, ui.display_scale(image.size))
     ((size, handle, target),) = seen
-    assert max(size) == ui.PREVIEW_MAX and size == (384, 192) and "computed at 384×192" in text
-    assert handle == pytest.approx((191.625, 95.625)) and target == pytest.approx((251.625, 95.625))
+    assert max(size) == ui.PREVIEW_MAX and size == (256, 128) and "computed at 256×128" in text
+    s = 256 / 1536
+    assert handle == pytest.approx((768.5 * s - 0.5, 384.5 * s - 0.5))
+    assert target == pytest.approx((1008.5 * s - 0.5, 384.5 * s - 0.5))
 
 
 class _RecordingEditor:

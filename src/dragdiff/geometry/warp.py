@@ -106,12 +106,55 @@ def composite(image: np.ndarray, plate: np.ndarray, plan: WarpPlan) -> np.ndarra
     return out
 
 
-def warp_preview(image: Image.Image, instruction: DragInstruction, **plan_options: Any) -> Image.Image:
-    """The instant warp-only result (no model): the moved content over a classical fill of the uncovered."""
+def warp_preview(
+    image: Image.Image, instruction: DragInstruction, max_side: int | None = None, **plan_options: Any
+) -> Image.Image:
+    """The instant warp-only result (no model): the moved content over a classical fill of the uncovered.
+
+    ``max_side``: compute it on the image (and instruction) scaled down to at most this long side — the
+    returned preview then has that smaller size (the web editor shows it enlarged).
+    """
+    scale = 1.0 if max_side is None else min(1.0, max_side / max(image.size))
+    if scale < 1.0:
+        image, instruction = _scaled(image, instruction, scale)
+        if "seam" in plan_options:
+            plan_options["seam"] = round(plan_options["seam"] * scale)
     arr = np.asarray(image.convert("RGB"))
     instruction.validate_for(image.width, image.height)
-    plan = plan_warp(arr, instruction, **plan_options)
+    try:
+        plan = plan_warp(arr, instruction, **plan_options)
+    except InputError as exc:
+        if scale < 1.0:
+            raise InputError(f"{exc} (in the {image.width}x{image.height} preview)") from None
+        raise
     return Image.fromarray(composite(arr, background_plate(arr, plan), plan))
+
+
+def _scaled(
+    image: Image.Image, instruction: DragInstruction, scale: float
+) -> tuple[Image.Image, DragInstruction]:
+    """The image and its instruction at ``scale`` (< 1); handles stay editable in the smaller mask."""
+    size = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
+    sx, sy = size[0] / image.width, size[1] / image.height
+
+    def small(p: tuple[float, float]) -> tuple[float, float]:
+        x = min(max((p[0] + 0.5) * sx - 0.5, 0.0), size[0] - 1.0)
+        return (x, min(max((p[1] + 0.5) * sy - 0.5, 0.0), size[1] - 1.0))
+
+    pairs = [
+        (small(h.as_tuple()), small(g.as_tuple()))
+        for h, g in zip(instruction.handles, instruction.targets, strict=True)
+    ]
+    mask = None
+    if instruction.mask is not None:
+        m = Image.fromarray(np.asarray(instruction.mask, np.uint8) * 255).resize(
+            size, Image.Resampling.NEAREST
+        )
+        mask = np.asarray(m) > 127
+        for (x, y), _ in pairs:
+            mask[round(y), round(x)] = True
+    out = DragInstruction.from_pairs(pairs, mask=mask, prompt=instruction.prompt)
+    return image.convert("RGB").resize(size, Image.Resampling.LANCZOS), out
 
 
 def _grow(labels: np.ndarray, px: int, mask: np.ndarray | None) -> np.ndarray:

@@ -53,7 +53,7 @@ UI_PREVIEW_EVERY = 10  # the UI asks for a preview every 10 iterations when the 
 UPDATE_INTERVAL_S = 0.25  # at most ~4 progress updates a second reach the page
 WARM_UP_DELAY_S = 1.0  # the background LoRA restarts once the prompt/settings have been still this long
 DEFAULT_MAX_FILE_SIZE = "25mb"
-PREVIEW_MAX = 384  # the warp preview is computed at most this long side (~0.3 s on one core; 512 px: ~0.6 s)
+PREVIEW_MAX = 256  # the warp preview is computed at most this long side (benchmarks/warp_speed.py)
 
 # One line per preset for the method menu, formatted with the preset as ``c``; a preset without a line here is
 # described by its method. The menu itself lists PRESETS, whatever this holds.
@@ -281,34 +281,8 @@ def _xy(point: Sequence[float]) -> tuple[float, float]:
 
 def _warp_bounded(image: Image.Image, instruction: DragInstruction, config: EditConfig) -> Image.Image:
     """``warp_preview`` at most ``PREVIEW_MAX`` px long (the image and instruction scaled down for it)."""
-    scale = min(1.0, PREVIEW_MAX / max(image.size))
-    small_image, small, seam = image, instruction, config.warp.seam_px
-    if scale < 1.0:
-        size = display_size(image.size, scale)
-        sx, sy = size[0] / image.width, size[1] / image.height
-
-        def to_small(p: tuple[float, float]) -> tuple[float, float]:
-            x = min(max((p[0] + 0.5) * sx - 0.5, 0.0), size[0] - 1.0)
-            return (x, min(max((p[1] + 0.5) * sy - 0.5, 0.0), size[1] - 1.0))
-
-        pairs = [
-            (to_small(h.as_tuple()), to_small(g.as_tuple()))
-            for h, g in zip(instruction.handles, instruction.targets, strict=True)
-        ]
-        mask = None
-        if instruction.mask is not None:  # the handles were editable at full size: keep them so when smaller
-            mask = _resize_mask(instruction.mask, size).copy()
-            for (x, y), _ in pairs:
-                mask[round(y), round(x)] = True
-        small = DragInstruction.from_pairs(pairs, mask=mask)
-        small_image = image.convert("RGB").resize(size, Image.Resampling.LANCZOS)
-        seam = round(seam * scale)
-    try:
-        return warp_preview(small_image, small, seam=seam, two_point=config.warp.two_point)
-    except InputError as exc:
-        if scale < 1.0:
-            raise InputError(f"{exc} (in the {small_image.width}x{small_image.height} preview)") from None
-        raise
+    seam, two_point = config.warp.seam_px, config.warp.two_point
+    return warp_preview(image, instruction, max_side=PREVIEW_MAX, seam=seam, two_point=two_point)
 
 
 def _stamp(image: Image.Image, text: str) -> Image.Image:
