@@ -5,12 +5,14 @@ object. A warp must know which pixels move, so the support is segmented, seeded 
 
     foreground seeds   a small disc at every handle (the user clicked on the thing to move)
     background seeds   outside the editable mask, plus a thin band inside its border (a painted mask is
-                       looser than the object); without a mask, outside a box grown around a colour-similar
-                       region at the handles
+                       looser than the object); without a mask, outside the boxes grown around the
+                       colour-similar region at each handle (one box per handle)
     segmentation       OpenCV's GrabCut (colour GMMs + graph cut; Rother et al. 2004) between the two: it
                        keeps multi-coloured objects whole (a face with its sunglasses) where a colour flood
                        fill would tear them, and follows edges on textured backgrounds
     clean-up           keep only the connected parts that hold a handle; fill their holes
+    split              a part holding several handles is cut along strong colour edges between them (two
+                       touching objects, one handle each), by a watershed seeded at the handles
 
 The support is one label image: 0 = stays, k = moved with handle group k (the component that holds it), so
 drags on different objects never mix. Pure numpy + OpenCV; image arrays are (H, W, 3) uint8 RGB.
@@ -28,6 +30,7 @@ BORDER_BAND = 0.03  # band inside the mask's border taken as background, fractio
 FLOOD_TOLERANCE = 28  # colour tolerance (per channel, 0–255) of the no-mask region estimate
 GROW = 0.6  # the no-mask box: the colour region's box grown by this fraction of its size on each side
 GRABCUT_ITERATIONS = 5
+SPLIT_EDGE = 0.5  # a watershed line between two handles this strong (× the outline's edge) splits objects
 SEGMENT_MAX_SIDE = 128  # longest side GrabCut runs at (the embedded model: its images at their own size)
 
 
@@ -74,12 +77,12 @@ def _segment(image: np.ndarray, handles: np.ndarray, mask: np.ndarray | None) ->
         gc[core] = cv2.GC_PR_FGD
         gc[~inside] = cv2.GC_BGD
     else:
-        x0, y0, x1, y1 = _grown_box(image, handles, seeds)
         gc[:] = cv2.GC_BGD
-        gc[y0:y1, x0:x1] = cv2.GC_PR_FGD
+        for x0, y0, x1, y1 in _grown_boxes(image, handles, max(1.0, SEED_RADIUS * short)):
+            gc[y0:y1, x0:x1] = cv2.GC_PR_FGD
     gc[seeds] = cv2.GC_FGD
     fg = _grabcut(image, gc) | seeds
-    return _label_parts(fg, handles)
+    return _split_objects(image, _label_parts(fg, handles), handles)
 
 
 def _grabcut(image: np.ndarray, gc: np.ndarray) -> np.ndarray:
@@ -96,22 +99,28 @@ def _grabcut(image: np.ndarray, gc: np.ndarray) -> np.ndarray:
     return (labels == cv2.GC_FGD) | (labels == cv2.GC_PR_FGD)
 
 
-def _grown_box(image: np.ndarray, handles: np.ndarray, seeds: np.ndarray) -> tuple[int, int, int, int]:
-    """Without a mask: the box of the colour-similar region connected to the handles, grown on each side."""
+def _grown_boxes(image: np.ndarray, handles: np.ndarray, radius: float) -> list[tuple[int, int, int, int]]:
+    """Without a mask: per handle, the box of the colour-similar region it sits in, grown on each side.
+
+    One box per handle, not one around all of them: handles on objects far apart would otherwise make one
+    box over most of the picture, and GrabCut would call all of it foreground.
+    """
     h, w = image.shape[:2]
-    region = seeds.copy()
     tol = (FLOOD_TOLERANCE,) * 3
+    boxes = []
     for x, y in np.round(handles).astype(int):
+        seed = _disc_mask((h, w), np.array([[x, y]], np.float64), radius)
         ff = np.zeros((h + 2, w + 2), np.uint8)
         flags = 4 | cv2.FLOODFILL_MASK_ONLY | cv2.FLOODFILL_FIXED_RANGE | (255 << 8)
         cv2.floodFill(np.array(image), ff, (int(x), int(y)), (0, 0, 0), tol, tol, flags)
-        region |= ff[1:-1, 1:-1] > 0
-    if region.mean() > 0.5:  # the flood leaked into the background: fall back to the seeds' box
-        region = seeds
-    ys, xs = np.nonzero(region)
-    x0, x1, y0, y1 = xs.min(), xs.max() + 1, ys.min(), ys.max() + 1
-    gx = max(2, round(GROW * (x1 - x0))), max(2, round(GROW * (y1 - y0)))
-    return max(0, x0 - gx[0]), max(0, y0 - gx[1]), min(w, x1 + gx[0]), min(h, y1 + gx[1])
+        region = (ff[1:-1, 1:-1] > 0) | seed
+        if region.mean() > 0.5:  # the flood leaked into the background: fall back to the seed's box
+            region = seed
+        ys, xs = np.nonzero(region)
+        x0, x1, y0, y1 = xs.min(), xs.max() + 1, ys.min(), ys.max() + 1
+        gx, gy = max(2, round(GROW * (x1 - x0))), max(2, round(GROW * (y1 - y0)))
+        boxes.append((max(0, x0 - gx), max(0, y0 - gy), min(w, x1 + gx), min(h, y1 + gy)))
+    return boxes
 
 
 def _label_parts(fg: np.ndarray, handles: np.ndarray) -> np.ndarray:
@@ -127,6 +136,75 @@ def _label_parts(fg: np.ndarray, handles: np.ndarray) -> np.ndarray:
     for c, k in keep.items():
         labels[_fill_holes(comp == c)] = k
     return labels
+
+
+def _split_objects(image: np.ndarray, labels: np.ndarray, handles: np.ndarray) -> np.ndarray:
+    """Parts that hold several handles, split where the handles sit on different objects that touch.
+
+    GrabCut separates foreground from background, not one object from the next: two touching objects with a
+    handle each come out as one part, and one deformation fitted to both handles tears or balloons them. Each
+    handle's disc seeds a watershed over the part (OpenCV, on the image's own colour edges); two handles stay
+    together if the line between their regions runs through the part's smooth inside (mean colour gradient
+    along it below ``SPLIT_EDGE`` of the part's outline's), and are split if it follows an edge as strong as
+    the outline (the border between two objects). Pixels keep their part otherwise.
+    """
+    out = labels.copy()
+    grad = _gradient(image)
+    for k in range(1, int(labels.max()) + 1):
+        part = labels == k
+        idx = [i for i, g in enumerate(handle_labels(labels, handles)) if g == k]
+        if len(idx) < 2:
+            continue
+        markers = np.zeros(labels.shape, np.int32)
+        markers[~part] = len(idx) + 1  # outside the part: its own basin, so the watershed stays inside
+        for n, i in enumerate(idx):
+            markers[_disc_mask(labels.shape, handles[i : i + 1], 1.0) & part] = n + 1
+        cv2.watershed(np.ascontiguousarray(image[..., ::-1]), markers)
+        outline = cv2.morphologyEx(part.astype(np.uint8), cv2.MORPH_GRADIENT, _disc(1)) > 0
+        edge = float(grad[outline].mean()) if outline.any() else 0.0
+        parent = list(range(len(idx)))  # union-find over the part's handles
+        ridge = (markers == -1) & part
+        near = [cv2.dilate((markers == n + 1).astype(np.uint8), _disc(1)) > 0 for n in range(len(idx))]
+        for a in range(len(idx)):
+            for b in range(a + 1, len(idx)):
+                line = ridge & near[a] & near[b]
+                if not line.any() or float(grad[line].mean()) < SPLIT_EDGE * edge:
+                    parent[_root(parent, b)] = _root(parent, a)
+        groups = sorted({_root(parent, a) for a in range(len(idx))})
+        if len(groups) < 2:
+            continue
+        for n in range(len(idx)):  # each handle's region (with the ridge beside it) under its group's root
+            region = (markers == n + 1) | (ridge & near[n])
+            out[region & part & (out == k)] = -1 - _root(parent, n)
+        for r, g in enumerate(groups):
+            out[out == -1 - g] = k if r == 0 else out.max() + 1
+        out[(out < 0)] = k
+    return _relabel(out, handles)
+
+
+def _root(parent: list[int], a: int) -> int:
+    while parent[a] != a:
+        a = parent[a]
+    return a
+
+
+def _gradient(image: np.ndarray) -> np.ndarray:
+    """(H, W) float32 colour gradient magnitude (Sobel, the largest over the channels)."""
+    f = image.astype(np.float32)
+    gx, gy = cv2.Sobel(f, cv2.CV_32F, 1, 0), cv2.Sobel(f, cv2.CV_32F, 0, 1)
+    return np.sqrt(gx**2 + gy**2).max(axis=2)
+
+
+def _relabel(labels: np.ndarray, handles: np.ndarray) -> np.ndarray:
+    """Labels renumbered 1..K in the order of the first handle on each (0 stays 0)."""
+    out = np.zeros_like(labels)
+    seen: dict[int, int] = {}
+    for g in handle_labels(labels, handles):
+        if g > 0 and int(g) not in seen:
+            seen[int(g)] = len(seen) + 1
+    for old, new in seen.items():
+        out[labels == old] = new
+    return out
 
 
 def _fill_holes(part: np.ndarray) -> np.ndarray:

@@ -1,0 +1,53 @@
+"""Which pixels move (dragdiff.geometry.support): one part per object, also when objects touch or lie far apart."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from dragdiff.geometry.support import handle_labels, segment_support
+
+
+def _gradient(size: int = 96) -> np.ndarray:
+    grad = np.linspace(60, 200, size, dtype=np.float32)[None, :, None].repeat(size, 0).repeat(3, 2)
+    return grad.astype(np.uint8)
+
+
+def _shaded_disc(img: np.ndarray, cx: int, cy: int, r: int, rgb: tuple[int, int, int]) -> np.ndarray:
+    """A disc lit from the top left (its colour varies smoothly by ±20 %), drawn into ``img`` in place."""
+    yy, xx = np.mgrid[0 : img.shape[0], 0 : img.shape[1]]
+    disc = (xx - cx) ** 2 + (yy - cy) ** 2 <= r**2
+    shade = 1.0 + 0.2 * ((cx - xx) + (cy - yy)) / (2 * r)
+    img[disc] = np.clip(np.array(rgb, np.float32)[None] * shade[disc][:, None], 0, 255).astype(np.uint8)
+    return disc
+
+
+def test_objects_far_apart_without_a_mask_are_two_parts_and_not_the_background() -> None:
+    img = _gradient()
+    a = _shaded_disc(img, 18, 20, 9, (220, 40, 40))
+    b = _shaded_disc(img, 76, 74, 9, (40, 60, 220))
+    handles = np.array([[18.0, 20.0], [76.0, 74.0]])
+    labels = segment_support(img, handles)
+    assert handle_labels(labels, handles).tolist() == [1, 2]
+    assert (labels[a] == 1).mean() > 0.95 and (labels[b] == 2).mean() > 0.95
+    assert (labels[~(a | b)] > 0).mean() < 0.02  # the background between them stays
+
+
+def test_two_touching_objects_with_a_handle_each_are_split_at_their_border() -> None:
+    img = _gradient()
+    a = _shaded_disc(img, 36, 48, 13, (220, 40, 40))
+    b = _shaded_disc(img, 60, 48, 13, (40, 160, 60)) & ~a  # touches (overlaps) the red one
+    mask = np.zeros(img.shape[:2], bool)
+    mask[20:76, 10:86] = True
+    handles = np.array([[32.0, 48.0], [64.0, 48.0]])
+    labels = segment_support(img, handles, mask)
+    assert handle_labels(labels, handles).tolist() == [1, 2]
+    assert (labels[a] == 1).mean() > 0.9 and (labels[b] == 2).mean() > 0.9
+
+
+def test_one_shaded_object_with_two_handles_stays_one_part() -> None:
+    img = _gradient()
+    disc = _shaded_disc(img, 48, 48, 20, (220, 40, 40))
+    handles = np.array([[36.0, 40.0], [60.0, 56.0]])
+    labels = segment_support(img, handles)
+    assert handle_labels(labels, handles).tolist() == [1, 1]
+    assert (labels[disc] == 1).mean() > 0.95
