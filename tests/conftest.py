@@ -116,12 +116,12 @@ def build_tiny_pipeline(seed: int = 0):  # -> diffusers.StableDiffusionPipeline
     return pipe
 
 
-def _tiny_text_encoder(tokenizer, act: str = "quick_gelu", projection: bool = False):
+def _tiny_text_encoder(tokenizer, act: str = "quick_gelu", projection: bool = False, hidden: int = 32):
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
 
     config = CLIPTextConfig(
         vocab_size=len(tokenizer),
-        hidden_size=32,
+        hidden_size=hidden,
         intermediate_size=37,
         num_attention_heads=4,
         num_hidden_layers=2,
@@ -188,7 +188,7 @@ def build_tiny_family_pipeline(family: str, prediction_type: str = "epsilon", se
                 layers_per_block=1,
                 transformer_layers_per_block=(1, 1, 2),
                 norm_num_groups=8,
-                cross_attention_dim=64,  # the two encoders' 32 + 32
+                cross_attention_dim=80,  # the two encoders' 32 + 48 (widths differ, as SDXL's 768 and 1280)
                 attention_head_dim=(2, 4, 4),
                 use_linear_projection=True,
                 addition_embed_type="text_time",
@@ -196,7 +196,7 @@ def build_tiny_family_pipeline(family: str, prediction_type: str = "epsilon", se
                 projection_class_embeddings_input_dim=8 * 6 + 32,  # 6 time ids x 8 + pooled 32
             )
             text_encoder = _tiny_text_encoder(tokenizer)
-            text_encoder_2 = _tiny_text_encoder(tokenizer, act="gelu", projection=True)
+            text_encoder_2 = _tiny_text_encoder(tokenizer, act="gelu", projection=True, hidden=48)
             vae = _tiny_vae()
             pipe = StableDiffusionXLPipeline(
                 vae=vae,
@@ -339,10 +339,66 @@ def _to_ldm_vae(state: dict[str, torch.Tensor], levels: int) -> dict[str, torch.
     return out
 
 
+def _hf_clip_keys(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """transformers' CLIP state dict with the ``text_model.`` prefix (CLIPTextModel >= 5.6 has none)."""
+    return {
+        k if k.startswith(("text_model.", "text_projection")) else "text_model." + k: v
+        for k, v in state.items()
+    }
+
+
+_OPEN_CLIP_NAMES = [
+    ("text_model.encoder.layers.", "transformer.resblocks."),
+    (".self_attn.out_proj.", ".attn.out_proj."),
+    (".layer_norm1.", ".ln_1."),
+    (".layer_norm2.", ".ln_2."),
+    (".mlp.fc1.", ".mlp.c_fc."),
+    (".mlp.fc2.", ".mlp.c_proj."),
+    ("text_model.final_layer_norm.", "ln_final."),
+    ("text_model.embeddings.token_embedding.weight", "token_embedding.weight"),
+    ("text_model.embeddings.position_embedding.weight", "positional_embedding"),
+]
+
+
+def _to_open_clip(state: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
+    """A transformers CLIP text encoder in OpenCLIP's layout (SD-2.x, SDXL's second encoder): q/k/v fused
+    into ``in_proj``, the projection transposed (inverse of diffusers' ``convert_open_clip_checkpoint``)."""
+    out: dict[str, torch.Tensor] = {}
+    fused: dict[str, dict[str, torch.Tensor]] = {}
+    for key, value in _hf_clip_keys(state).items():
+        if key.endswith("position_ids"):
+            continue
+        if key == "text_projection.weight":
+            out[prefix + "text_projection"] = value.T.contiguous()
+            continue
+        for qkv in ("q", "k", "v"):
+            part = f".self_attn.{qkv}_proj."
+            if part in key:
+                layer, kind = key.split(part)
+                fused.setdefault(f"{layer}|{kind}", {})[qkv] = value
+                break
+        else:
+            for a, b in _OPEN_CLIP_NAMES:
+                key = key.replace(a, b)
+            out[prefix + key] = value
+    for name, parts in fused.items():
+        layer, kind = name.split("|")
+        for a, b in _OPEN_CLIP_NAMES[:1]:
+            layer = layer.replace(a, b)
+        out[f"{prefix}{layer}.attn.in_proj_{kind}"] = torch.cat([parts["q"], parts["k"], parts["v"]])
+    return out
+
+
 def save_ldm_single_file(pipe, path: Path, text_encoder: bool = True) -> Path:
-    """Write ``pipe``'s UNet, VAE and (SD-1.x, ``text_encoder``) text encoder as one original-layout
-    ``.safetensors`` checkpoint. Without the text encoder, diffusers loads it from the config folder."""
+    """Write ``pipe``'s UNet, VAE and text encoder(s) as one original-layout ``.safetensors`` checkpoint.
+
+    Text encoders in the original layouts: SD-1.x ``cond_stage_model.transformer`` (CLIP), SD-2.x
+    ``cond_stage_model.model`` (OpenCLIP), SDXL ``conditioner.embedders.0.transformer`` (CLIP) and
+    ``conditioner.embedders.1.model`` (OpenCLIP). ``text_encoder=False`` leaves them out.
+    """
     from safetensors.torch import save_file
+
+    from dragdiff.diffusion.family import family_of
 
     unet_cfg = pipe.unet.config
     up_attention = tuple("CrossAttn" in t for t in unet_cfg.up_block_types)
@@ -353,8 +409,16 @@ def save_ldm_single_file(pipe, path: Path, text_encoder: bool = True) -> Path:
         )
     )
     state.update(_to_ldm_vae(pipe.vae.state_dict(), len(pipe.vae.config.block_out_channels)))
-    for key, value in (pipe.text_encoder.state_dict() if text_encoder else {}).items():
-        state["cond_stage_model.transformer.text_model." + key] = value
+    family = family_of(pipe).name
+    if text_encoder and family == "sd1":
+        for key, value in _hf_clip_keys(pipe.text_encoder.state_dict()).items():
+            state["cond_stage_model.transformer." + key] = value
+    elif text_encoder and family == "sd2":
+        state.update(_to_open_clip(pipe.text_encoder.state_dict(), "cond_stage_model.model."))
+    elif text_encoder:  # sdxl
+        for key, value in _hf_clip_keys(pipe.text_encoder.state_dict()).items():
+            state["conditioner.embedders.0.transformer." + key] = value
+        state.update(_to_open_clip(pipe.text_encoder_2.state_dict(), "conditioner.embedders.1.model."))
     save_file({k: v.contiguous() for k, v in state.items()}, str(path))
     return path
 

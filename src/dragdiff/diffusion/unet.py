@@ -74,7 +74,8 @@ def text_conditioning(
 
     SDXL: pooled embeddings from the second text encoder and time ids (H, W, 0, 0, H, W): original size, crop
     corner and target size, as ``StableDiffusionXLPipeline`` builds them for an uncropped image. An empty
-    negative prompt is zeros when the pipeline says ``force_zeros_for_empty_prompt`` (SDXL's own rule).
+    negative prompt is zeros when the pipeline says ``force_zeros_for_empty_prompt``: what
+    ``StableDiffusionXLPipeline`` does without a negative prompt (SDXL base's rule).
     """
     cond, pooled = encode_text(pipe, prompt)
     uncond = uncond_pooled = None
