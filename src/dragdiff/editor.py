@@ -523,6 +523,8 @@ class DragEditor:
             "seed": config.seed,
             "package_versions": package_versions(),
             "model": self.model_id,
+            "family": self.family.name,
+            "prediction_type": str(self.pipe.scheduler.config.prediction_type),
             "image_size": [source.width, source.height],
             "roi": list(box),
             "work_size": [prep.work_hw[1], prep.work_hw[0]],
