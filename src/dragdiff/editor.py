@@ -56,6 +56,7 @@ from dragdiff.diffusion.loading import (
     resolve_device,
     resolve_dtype,
     size_multiple,
+    upcast_vae,
     weights_fingerprint,
 )
 from dragdiff.diffusion.lora import (
@@ -130,6 +131,7 @@ class DragEditor:
             if device is not None or dtype is not None:
                 dev = resolve_device(device) if device is not None else pipe.unet.device
                 pipe.to(device=dev, dtype=resolve_dtype(dtype, dev) if dtype is not None else None)
+            upcast_vae(pipe, family_of(pipe))
         for module in (pipe.unet, pipe.vae, pipe.text_encoder, getattr(pipe, "text_encoder_2", None)):
             if module is not None:
                 module.requires_grad_(False).eval()

@@ -167,13 +167,19 @@ def load_pipeline(
     _check_pipeline(pipe, source, family)
     if vae is not None:
         pipe.vae = _load_vae(Path(vae).expanduser(), dt)
-    if family is SDXL and pipe.vae.dtype == torch.float16 and pipe.vae.config.get("force_upcast", False):
-        pipe.vae.to(torch.float32)  # SDXL's VAE overflows in fp16; its pipeline upcasts it the same way
+    upcast_vae(pipe, family)
     pipe.scheduler = ddim_scheduler(pipe.scheduler.config)
     pipe._dragdiff_model_id = source
     pipe._dragdiff_family = family
     pipe.set_progress_bar_config(disable=True)
     return pipe.to(dev)
+
+
+def upcast_vae(pipe: Any, family: Family) -> None:
+    """SDXL's VAE overflows in fp16: with ``force_upcast`` in its config, keep it in fp32 (as
+    ``StableDiffusionXLPipeline`` upcasts it for decoding); the latents code reads ``vae.dtype``."""
+    if family is SDXL and pipe.vae.dtype == torch.float16 and pipe.vae.config.get("force_upcast", False):
+        pipe.vae.to(torch.float32)
 
 
 def _extra(family: Family, kwargs: dict[str, Any]) -> dict[str, Any]:
