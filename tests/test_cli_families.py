@@ -125,3 +125,19 @@ def test_the_ui_loads_and_edits_with_an_sdxl_model(tiny_family_dirs, tmp_path: P
     instruction = DragInstruction(handles=(Point(28, 30),), targets=(Point(40, 30),))
     result = editor.edit(make_test_image(80, 60), instruction, preset("warp"))
     assert result.image.size == (80, 60)
+
+
+@pytest.mark.parametrize("name", ["sd2-v", "sdxl"])
+def test_faithful_preset_with_a_mask(tiny_family_dirs, image: Path, tmp_path: Path, name: str) -> None:
+    """The reference structure (peft LoRA branch, full forward every iteration) and the mask term (x̂ from a
+    v or ε output) on the other families."""
+    import numpy as np
+    from PIL import Image
+
+    mask = tmp_path / "mask.png"
+    m = np.zeros((60, 80), np.uint8)
+    m[10:50, 10:70] = 255
+    Image.fromarray(m).save(mask)
+    extra = [*FAST, "--preset", "faithful", "--mask", str(mask), "--preview-every", "1"]
+    record = _edit(image, tiny_family_dirs[name], extra, tmp_path / "out.png")
+    assert record["iterations"] == 3 and record["config"]["runtime"]["fast"] is False

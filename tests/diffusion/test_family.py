@@ -249,3 +249,20 @@ def test_ready_sdxl_pipeline_object_is_accepted() -> None:
         editor.family is SDXL
         and editor.for_model(__import__("dragdiff.config").config.EditConfig()).drag.feature_up_block == 1
     )
+
+
+def test_hub_id_in_the_local_cache_loads_as_its_family(tiny_family_dirs, tmp_path: Path, monkeypatch) -> None:
+    """A hub id whose snapshot is in the Hugging Face cache: family from its model_index.json, no network."""
+    import shutil
+
+    cache = tmp_path / "hub"
+    repo = cache / "models--someone--tiny-sdxl"
+    shutil.copytree(tiny_family_dirs["sdxl"], repo / "snapshots" / "0123abc")
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text("0123abc")
+    import huggingface_hub.constants
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(cache))  # read at call time
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    pipe = load_pipeline("someone/tiny-sdxl", device="cpu")
+    assert family_of(pipe) is SDXL and type(pipe).__name__ == "StableDiffusionXLPipeline"
