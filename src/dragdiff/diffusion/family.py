@@ -70,7 +70,6 @@ UNSUPPORTED: dict[str, str] = {
     "SD3Transformer2DModel": "SD3",
     "FluxPipeline": "FLUX",
     "FluxTransformer2DModel": "FLUX",
-    "StableDiffusionXLImg2ImgPipeline": "the SDXL refiner",
     "KandinskyPipeline": "Kandinsky",
     "KandinskyV22Pipeline": "Kandinsky",
     "Kandinsky3Pipeline": "Kandinsky",
@@ -87,7 +86,12 @@ _SD_PIPELINES = {
     "StableDiffusionImg2ImgPipeline",
     "StableDiffusionInpaintPipeline",
 }
-_SDXL_PIPELINES = {"StableDiffusionXLPipeline", "StableDiffusionXLInpaintPipeline"}
+# an SDXL img2img folder is the refiner when it has no first text encoder or asks for aesthetic scores
+_SDXL_PIPELINES = {
+    "StableDiffusionXLPipeline",
+    "StableDiffusionXLImg2ImgPipeline",
+    "StableDiffusionXLInpaintPipeline",
+}
 
 
 class ModelLoadError(ValueError):
