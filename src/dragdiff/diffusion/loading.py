@@ -242,10 +242,7 @@ def _check_pipeline(pipe: Any, source: str, family: Family) -> None:
         raise ModelLoadError(
             f"{source} is not a Stable Diffusion pipeline: the UNet decoder has no attention"
         )
-    if (
-        int(pipe.vae.config.latent_channels) != int(pipe.unet.config.in_channels)
-        and int(pipe.unet.config.in_channels) != 9
-    ):  # an inpainting UNet takes latent + mask + masked-image latent
+    if int(pipe.vae.config.latent_channels) != int(pipe.unet.config.in_channels):
         raise ModelLoadError(
             f"{source}: the VAE has {pipe.vae.config.latent_channels} latent channels but the UNet takes "
             f"{pipe.unet.config.in_channels}"
