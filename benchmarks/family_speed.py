@@ -196,13 +196,15 @@ def build_pipeline(name: str, tiny: bool, device: torch.device, dtype: torch.dty
     return pipe.to(device=device, dtype=dtype)
 
 
-def method_config(method: str, overrides: dict[str, Any]) -> EditConfig:
-    """The default edit (``warp``) or ``--preset dragdiffusion`` with every iteration forced."""
+def method_config(method: str, overrides: dict[str, Any], texts: list[str]) -> EditConfig:
+    """The default edit (``warp``) or ``--preset dragdiffusion`` with every iteration forced, then
+    ``overrides`` and the ``--set`` texts (e.g. ``runtime.cuda_graphs=false``)."""
     if method == "warp":
         config = preset("warp")
     else:
         config = preset("dragdiffusion").override(**{"drag.stop_distance": 0.0})
-    return config.override(**overrides) if overrides else config
+    config = config.override(**overrides) if overrides else config
+    return config.with_overrides(texts)
 
 
 def timed_edit(editor: DragEditor, size: int, config: EditConfig) -> dict[str, Any]:
@@ -249,7 +251,8 @@ def run_case(name: str, methods: list[str], args: argparse.Namespace, device: to
                 prediction_type=pipe.scheduler.config.prediction_type,
             )
             try:
-                config = method_config(method, dict(args.short) if args.tiny else {})
+                config = method_config(method, dict(args.short) if args.tiny else {}, args.overrides)
+                row["config"] = config.to_dict()
                 if not args.no_warmup:  # one-time costs (kernel choice, graph capture, allocator growth)
                     log.info("%s %s: warm-up edit ...", name, method)
                     warm = {"lora.steps": 2, "drag.max_iterations": 2, "seed": 1}
@@ -292,6 +295,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--models", default="sdxl,sd2-768-v", help="comma list of %(default)s")
     parser.add_argument("--methods", default="warp,dragdiffusion", help="comma list (default: %(default)s)")
     parser.add_argument("--no-warmup", action="store_true", help="skip the short warm-up edit")
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        dest="overrides",
+        metavar="SECTION.FIELD=VALUE",
+        help="config override for every case, as for `dragdiff edit --set`",
+    )
     parser.add_argument(
         "--budget-s", type=float, default=540.0, help="start no model after this (%(default)s s)"
     )
