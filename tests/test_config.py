@@ -42,3 +42,21 @@ def test_with_overrides_applies_in_order_and_validates() -> None:
         EditConfig().with_overrides(["drag.max_iterations=-1"])
     with pytest.raises(ConfigError, match="seed must be an integer >= 0"):
         EditConfig(seed=-1)
+
+
+def test_family_chosen_fields_default_to_none_and_parse_by_their_type() -> None:
+    """drag.feature_up_block / supervision_scale: None = the model family's (diffusion/family.py)."""
+    cfg = EditConfig()
+    assert cfg.drag.feature_up_block is None and cfg.drag.supervision_scale is None
+    assert parse_override("drag.feature_up_block=1", cfg) == ("drag.feature_up_block", 1)
+    assert isinstance(parse_override("drag.feature_up_block=1", cfg)[1], int)
+    assert parse_override("drag.supervision_scale=0.25", cfg) == ("drag.supervision_scale", 0.25)
+    assert parse_override("generate.width=512", cfg) == ("generate.width", 512)  # an int, not 512.0
+    assert (
+        cfg.with_overrides(
+            ["drag.supervision_scale=0.5", "drag.supervision_scale=none"]
+        ).drag.supervision_scale
+        is None
+    )
+    with pytest.raises(ConfigError, match="supervision_scale"):
+        cfg.with_overrides(["drag.supervision_scale=2"])

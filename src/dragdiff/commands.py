@@ -66,13 +66,16 @@ def _model_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--model",
         default=None,
-        help="diffusers folder, .safetensors/.ckpt file or hub id (default: the embedded model)",
+        help="SD-1.x, SD-2.x (ε or v-prediction) or SDXL base model: a diffusers folder, a "
+        ".safetensors/.ckpt file or a hub id; the family is read from its configs, SD3/FLUX/… are refused "
+        "(default: the embedded model)",
     )
     parser.add_argument(
         "--model-config",
         default=None,
         metavar="DIR",
-        help="diffusers folder with the configs for a single-file --model",
+        help="diffusers folder (same family and architecture) with the configs for a single-file --model; "
+        "needed offline: diffusers would otherwise fetch them from the hub",
     )
     parser.add_argument("--vae", default=None, help="a separate VAE (diffusers folder or single file)")
     parser.add_argument("--device", default=None, help="cuda, cuda:1, cpu … (default: CUDA if present)")

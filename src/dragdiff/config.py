@@ -86,10 +86,14 @@ class DragConfig:
 
     max_iterations: int = 80  # ref `n_pix_step`
     lr: float = 0.01  # ref `drag_lr` (Adam)
-    # UNet decoder block whose output is the feature map. The ref calls it index 3 of its feature list;
-    # that is `unet.up_blocks[2]` (640 channels at latent resolution for SD-1.5).
-    feature_up_block: int = 2
-    supervision_scale: float = 0.5  # ref: features upsampled to half the image size (sup_res = 256 at 512)
+    # UNet decoder block whose output is the feature map; None = the model family's (diffusion/family.py,
+    # docs/engine.md). SD-1.x/2.x: the ref's index 3 of its feature list = `unet.up_blocks[2]` (640 channels
+    # at latent resolution for SD-1.5); SDXL: `up_blocks[1]`, its analogue (640 channels, latent resolution).
+    feature_up_block: int | None = None
+    # Supervision grid as a share of the work size; None = the family's: SD-1.x 0.5 (ref: features upsampled
+    # to half the image size, sup_res = 256 at 512); SD-2.x and SDXL a 256-px grid at the native size, as the
+    # ref's (SD-2.x 512: 0.5, 768: 1/3; SDXL 1024: 0.25), so r_m, r_p and stop_distance keep their meaning.
+    supervision_scale: float | None = None
     r_m: int = 1  # motion-supervision patch radius (ref `r_m`)
     r_p: int = 3  # point-tracking search radius (ref `r_p`)
     lam: float = 0.1  # mask-term weight λ (ref `lam`)
@@ -98,8 +102,9 @@ class DragConfig:
     def __post_init__(self) -> None:
         _check(self.max_iterations >= 0, "drag.max_iterations", self.max_iterations, ">= 0")
         _check(self.lr > 0, "drag.lr", self.lr, "> 0")
-        _check(self.feature_up_block >= 0, "drag.feature_up_block", self.feature_up_block, ">= 0")
-        _check(0 < self.supervision_scale <= 1, "drag.supervision_scale", self.supervision_scale, "in (0, 1]")
+        block, scale = self.feature_up_block, self.supervision_scale
+        _check(block is None or block >= 0, "drag.feature_up_block", block, ">= 0 or None")
+        _check(scale is None or 0 < scale <= 1, "drag.supervision_scale", scale, "in (0, 1] or None")
         _check(self.r_m >= 0, "drag.r_m", self.r_m, ">= 0")
         _check(self.r_p >= 0, "drag.r_p", self.r_p, ">= 0")
         _check(self.lam >= 0, "drag.lam", self.lam, ">= 0")
@@ -307,6 +312,16 @@ def parse_override(text: str, config: EditConfig) -> tuple[str, Any]:
     return key, _typed(text, key, attr, getattr(owner, attr), raw.strip())
 
 
+# fields whose default is None (or may be set to None) and the type of their other values
+_OPTIONAL_FIELDS: dict[str, type] = {
+    "alpha": float,
+    "width": int,
+    "height": int,
+    "feature_up_block": int,
+    "supervision_scale": float,
+}
+
+
 def _typed(text: str, key: str, name: str, current: Any, raw: str) -> Any:
     """``raw`` converted to the type of the field's ``current`` value; a ConfigError naming it otherwise."""
     try:
@@ -316,9 +331,9 @@ def _typed(text: str, key: str, name: str, current: Any, raw: str) -> Any:
             return raw.lower() in ("true", "1", "yes")
         if isinstance(current, tuple):
             return tuple(s.strip() for s in raw.split(",") if s.strip())
-        if raw.lower() == "none" and (current is None or name in ("alpha", "width", "height")):
+        if raw.lower() == "none" and (current is None or name in _OPTIONAL_FIELDS):
             return None
-        if isinstance(current, int):
+        if isinstance(current, int) or (current is None and _OPTIONAL_FIELDS.get(name) is int):
             return int(raw)
         if isinstance(current, float) or current is None:
             return float(raw)

@@ -40,12 +40,12 @@ from dragdiff.config import ConfigError, EditConfig, GenerateConfig
 from dragdiff.diffusion.attention import controlled_layers
 from dragdiff.diffusion.clock import Clock
 from dragdiff.diffusion.context import EditContext, Prepared
+from dragdiff.diffusion.family import family_of
 from dragdiff.diffusion.generate import GeneratedImage, generate
 from dragdiff.diffusion.graphs import GraphedForward, graphs_usable
 from dragdiff.diffusion.inversion import (
     ddim_scheduler,
     encode_image,
-    encode_prompt,
     image_to_tensor,
     invert_steps,
 )
@@ -56,6 +56,7 @@ from dragdiff.diffusion.loading import (
     resolve_device,
     resolve_dtype,
     size_multiple,
+    upcast_vae,
     weights_fingerprint,
 )
 from dragdiff.diffusion.lora import (
@@ -66,7 +67,7 @@ from dragdiff.diffusion.lora import (
     lora_cache_key,
     train_lora,
 )
-from dragdiff.diffusion.unet import Conditioning, unet_eps
+from dragdiff.diffusion.unet import text_conditioning, unet_eps
 from dragdiff.geometry.blend import keep_outside
 from dragdiff.io import package_versions
 from dragdiff.methods import DragOutcome, get_method
@@ -108,7 +109,8 @@ class DragEditor:
     """Loads a model once and runs drag edits on it (see the module docstring for the steps).
 
     ``model``: None (the embedded default model), a path or hub id (``diffusion.loading.load_pipeline``),
-    or a ready ``StableDiffusionPipeline``. Edits on one editor run one at a time (a lock serialises them).
+    or a ready ``StableDiffusionPipeline`` / ``StableDiffusionXLPipeline`` (SD-1.x, SD-2.x, SDXL:
+    ``diffusion.family``). Edits on one editor run one at a time (a lock serialises them).
     """
 
     def __init__(
@@ -129,14 +131,17 @@ class DragEditor:
             if device is not None or dtype is not None:
                 dev = resolve_device(device) if device is not None else pipe.unet.device
                 pipe.to(device=dev, dtype=resolve_dtype(dtype, dev) if dtype is not None else None)
-        for module in (pipe.unet, pipe.vae, pipe.text_encoder):
-            module.requires_grad_(False).eval()
+            upcast_vae(pipe, family_of(pipe))
+        for module in (pipe.unet, pipe.vae, pipe.text_encoder, getattr(pipe, "text_encoder_2", None)):
+            if module is not None:
+                module.requires_grad_(False).eval()
         self.pipe = pipe
         self.model_id = model_identity(pipe)
         self._weights_id = f"{self.model_id}#{weights_fingerprint(pipe)}"  # LoRA cache key: path + weights
+        self.family = family_of(pipe)  # sd1 / sd2 / sdxl (SD3, FLUX, … were refused at loading)
         self.native = native_size(pipe)
         self.multiple = size_multiple(pipe)
-        self.lora_cache = LoraCache(lora_cache_dir)
+        self.lora_cache = LoraCache(lora_cache_dir, pipeline_class=self.family.pipeline_class)
         # fast path: z_t (+ its timestep and denoising schedule) by everything inversion depends on, so a
         # repeat drag on the same image skips inversion as it skips LoRA training (in memory, LRU)
         self._inverted: OrderedDict[str, tuple[Tensor, int, list[int]]] = OrderedDict()
@@ -185,6 +190,7 @@ class DragEditor:
         """
         config = config if config is not None else EditConfig()
         self.check_inputs(image, instruction, config)
+        config = self.for_model(config)
         box = self.choose_roi(image, instruction, roi)
         return EditRun(self._edit_steps(image, instruction, config, stop or threading.Event(), box))
 
@@ -222,6 +228,17 @@ class DragEditor:
                 image.convert("RGB").resize((w, h), Image.Resampling.BICUBIC), prompt, config
             )
 
+    def for_model(self, config: EditConfig) -> EditConfig:
+        """``config`` with what it leaves to the model family filled in (``drag.feature_up_block`` and
+        ``drag.supervision_scale`` when None: ``diffusion.family``); the edit's record shows these values."""
+        drag = config.drag
+        block = self.family.feature_up_block if drag.feature_up_block is None else drag.feature_up_block
+        scale = drag.supervision_scale
+        scale = self.family.supervision_scale(self.native) if scale is None else scale
+        if (block, scale) == (drag.feature_up_block, drag.supervision_scale):
+            return config
+        return config.override(**{"drag.feature_up_block": block, "drag.supervision_scale": scale})
+
     # --- input checks -------------------------------------------------------------------------------
 
     def check_inputs(self, image: Any, instruction: Any, config: Any) -> None:
@@ -245,10 +262,9 @@ class DragEditor:
             if not np.isin(values, (0, 1)).all():
                 raise InputError(f"mask must be binary (bool or 0/1), got values {values[:5].tolist()}")
         n_up = len(self.pipe.unet.up_blocks)
-        if config.drag.feature_up_block >= n_up:
-            raise ConfigError(
-                f"drag.feature_up_block must be < {n_up} for this UNet, got {config.drag.feature_up_block}"
-            )
+        block = self.for_model(config).drag.feature_up_block
+        if block is None or block >= n_up:
+            raise ConfigError(f"drag.feature_up_block must be < {n_up} for this UNet, got {block}")
         try:
             controlled_layers(self.pipe.unet, config.denoise.control_levels)
         except ValueError as exc:
@@ -326,21 +342,17 @@ class DragEditor:
             f = self.pipe.vae_scale_factor
             work_w, work_h = gen.latents.shape[-1] * f, gen.latents.shape[-2] * f
             work_image = None
-            cond = Conditioning(
-                encode_prompt(self.pipe, gen.prompt),
-                encode_prompt(self.pipe, gen.negative_prompt),
-                gen.guidance_scale,
+            cond = text_conditioning(
+                self.pipe, gen.prompt, (work_h, work_w), gen.negative_prompt, gen.guidance_scale
             )
         else:
             work_w, work_h = work_size(picture.width, picture.height, self.native, self.multiple)
             work_image = picture.convert("RGB").resize((work_w, work_h), Image.Resampling.BICUBIC)
             guidance = config.inversion.guidance_scale
-            cond = Conditioning(
-                encode_prompt(self.pipe, instruction.prompt),
-                encode_prompt(self.pipe, "") if guidance > 1 else None,
-                guidance,
-            )
-        scale = config.drag.supervision_scale
+            negative = "" if guidance > 1 else None
+            cond = text_conditioning(self.pipe, instruction.prompt, (work_h, work_w), negative, guidance)
+        scale = self.for_model(config).drag.supervision_scale
+        assert scale is not None
         grid_hw = (max(1, round(work_h * scale)), max(1, round(work_w * scale)))
         device = self.device
         handles = torch.tensor(
@@ -513,6 +525,8 @@ class DragEditor:
             "seed": config.seed,
             "package_versions": package_versions(),
             "model": self.model_id,
+            "family": self.family.name,
+            "prediction_type": str(self.pipe.scheduler.config.prediction_type),
             "image_size": [source.width, source.height],
             "roi": list(box),
             "work_size": [prep.work_hw[1], prep.work_hw[0]],

@@ -70,7 +70,10 @@ def register(subparsers: Any) -> None:
         "--set", action="append", default=[], dest="overrides", metavar="SECTION.FIELD=VALUE",
         help="override a config value, e.g. --set lora.steps=40 (see `dragdiff edit --help`)",
     )  # fmt: skip
-    run.add_argument("--model", default=None, help="model to edit with (default: the embedded model)")
+    run.add_argument(
+        "--model", default=None,
+        help="model to edit with: SD-1.x, SD-2.x or SDXL folder, single file or hub id (default: embedded)",
+    )  # fmt: skip
     run.add_argument(
         "--dift-model", default=None, metavar="PATH",
         help="SD pipeline for DIFT features (the paper: SD-2.1); enables Mean Distance (MD)",

@@ -292,9 +292,14 @@ class _Scorer:
         self.dift = None
         if dift_model is not None:
             from dragdiff.bench.dift import DiftFeaturizer
-            from dragdiff.diffusion.loading import load_pipeline
+            from dragdiff.diffusion.loading import ModelLoadError, family_of, load_pipeline
 
             pipe = load_pipeline(dift_model, device=device, dtype=dtype, config=dift_config)
+            if family_of(pipe).pooled:  # DIFT's call takes text embeddings only; MD is defined on SD-2.1
+                raise ModelLoadError(
+                    f"--dift-model {dift_model}: an {family_of(pipe).title} pipeline; DIFT features (Mean "
+                    "Distance) need an SD-1.x/2.x pipeline, SD-2.1 in the paper"
+                )
             self.dift = DiftFeaturizer(pipe)
 
     def score(self, sample: DragBenchSample, edited: Image.Image) -> dict[str, Any]:

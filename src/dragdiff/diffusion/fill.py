@@ -1,6 +1,7 @@
 """Repaint what a warp uncovered with the loaded model: blended-latent denoising from a partial inversion.
 
-Works with any SD-1.x text-to-image pipeline (Avrahami et al., "Blended Latent Diffusion", 2023):
+Works with any SD-1.x, SD-2.x or SDXL text-to-image pipeline (Avrahami et al., "Blended Latent Diffusion",
+2023):
 
     x          the warped picture with its hole pre-filled classically (``geometry.warp.background_plate``)
     z_0        VAE posterior mean × scaling factor of x at the model's work size
@@ -29,10 +30,9 @@ from dragdiff.diffusion.inversion import (
     decode_latents,
     denoise_timesteps,
     encode_image,
-    encode_prompt,
     invert_steps,
 )
-from dragdiff.diffusion.unet import Conditioning, unet_eps
+from dragdiff.diffusion.unet import text_conditioning, unet_eps
 
 
 @dataclass(frozen=True)
@@ -63,7 +63,7 @@ def blended_fill(
     may wrap the UNet call (e.g. in a CUDA graph).
     """
     unet, sched = pipe.unet, pipe.scheduler
-    cond = Conditioning(encode_prompt(pipe, settings.prompt))
+    cond = text_conditioning(pipe, settings.prompt, (int(pixels.shape[-2]), int(pixels.shape[-1])))
     z0 = encode_image(pipe, pixels)  # (1, 4, h, w)
     m = latent_hole(hole.to(z0.device), (int(z0.shape[-2]), int(z0.shape[-1])))  # (1, 1, h, w)
     n_inv = max(1, round(settings.strength * settings.num_steps))

@@ -20,9 +20,9 @@ import torch
 from torch import Tensor
 
 from dragdiff.config import GenerateConfig
-from dragdiff.diffusion.inversion import decode_latents, encode_prompt, tensor_to_pil
+from dragdiff.diffusion.inversion import decode_latents, tensor_to_pil
 from dragdiff.diffusion.loading import model_identity, native_size, size_multiple
-from dragdiff.diffusion.unet import Conditioning, unet_eps
+from dragdiff.diffusion.unet import text_conditioning, unet_eps
 from dragdiff.io import atomic_path
 from dragdiff.types import InputError
 
@@ -61,9 +61,7 @@ def generate(pipe: Any, prompt: str, config: GenerateConfig | None = None) -> Ge
     gen = torch.Generator().manual_seed(config.seed)
     z = torch.randn((1, unet.config.in_channels, height // f, width // f), generator=gen)  # (1, 4, h, w)
     z = (z * scheduler.init_noise_sigma).to(unet.device)
-    cond = Conditioning(
-        encode_prompt(pipe, prompt), encode_prompt(pipe, config.negative_prompt), config.guidance_scale
-    )
+    cond = text_conditioning(pipe, prompt, (height, width), config.negative_prompt, config.guidance_scale)
     amp = unet.dtype if unet.device.type == "cuda" and unet.dtype != torch.float32 else None
     scheduler.set_timesteps(config.num_steps)
     timesteps = tuple(int(t) for t in scheduler.timesteps)

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from dragdiff.diffusion.family import family_of
 from dragdiff.ops import ddim_transfer
 
 # SPEC §3: DDIM without clipping, ᾱ_final = ᾱ_0 ("set_alpha_to_one=False"), offset 1, leading spacing.
@@ -54,13 +55,28 @@ def denoise_timesteps(scheduler: Any, num_steps: int, inverted_steps: int) -> li
 
 
 @torch.no_grad()
-def encode_prompt(pipe: Any, prompt: str) -> Tensor:
-    """Text embeddings (1, L, D) padded to ``tokenizer.model_max_length`` (SD's convention)."""
+def encode_text(pipe: Any, prompt: str) -> tuple[Tensor, Tensor | None]:
+    """(text embeddings (1, L, D), pooled embedding (1, P) or None), padded to ``tokenizer.model_max_length``.
+
+    SD-1.x/2.x: the text encoder's last hidden state, no pooled embedding (SD's convention). SDXL: diffusers'
+    own ``encode_prompt`` (both encoders' penultimate hidden states concatenated, the second's pooled
+    projection), on the UNet's device.
+    """
+    if family_of(pipe).pooled:
+        embeds, _, pooled, _ = pipe.encode_prompt(
+            prompt, device=pipe.unet.device, num_images_per_prompt=1, do_classifier_free_guidance=False
+        )
+        return embeds, pooled  # (1, L, D1 + D2), (1, P)
     tok = pipe.tokenizer
     ids = tok(
         prompt, padding="max_length", max_length=tok.model_max_length, truncation=True, return_tensors="pt"
     ).input_ids  # (1, L)
-    return pipe.text_encoder(ids.to(pipe.text_encoder.device))[0]  # (1, L, D)
+    return pipe.text_encoder(ids.to(pipe.text_encoder.device))[0], None  # (1, L, D)
+
+
+def encode_prompt(pipe: Any, prompt: str) -> Tensor:
+    """Text embeddings (1, L, D) of ``prompt`` (``encode_text`` without the pooled embedding)."""
+    return encode_text(pipe, prompt)[0]
 
 
 def image_to_tensor(image: Any, like: Tensor | None = None) -> Tensor:

@@ -8,8 +8,9 @@ scaling_factor; t ~ U{0..T−1}; loss = MSE(ε_θ(√ᾱ_t z_0 + √(1−ᾱ_t) 
 models). Frozen base in the pipeline's dtype; the LoRA parameters in fp32.
 
 Adapters are cached by ``lora_cache_key`` (image pixels at work size, prompt, model identity, LoRA config,
-seed, autocast precision) in memory (LRU) and on disk in diffusers' LoRA format, so
-``pipe.load_lora_weights(dir)`` loads one too. A cached adapter that does not fit the UNet is a miss.
+seed, autocast precision) in memory (LRU) and on disk in diffusers' LoRA format of the model's family
+(SD-1.x/2.x or SDXL: ``diffusion.family``), so ``pipe.load_lora_weights(dir)`` loads one too. A cached
+adapter that does not fit the UNet is a miss.
 """
 
 from __future__ import annotations
@@ -40,7 +41,8 @@ from dragdiff.diffusion.graphs import (
     graphs_usable,
     on_side_stream,
 )
-from dragdiff.diffusion.inversion import encode_prompt, image_to_tensor
+from dragdiff.diffusion.inversion import image_to_tensor
+from dragdiff.diffusion.unet import text_conditioning
 from dragdiff.types import ProgressEvent
 
 logger = logging.getLogger(__name__)
@@ -326,7 +328,8 @@ def train_lora(
     gen = torch.Generator().manual_seed(seed)  # CPU generator: same draws on every device
     pixels = resize_short_side(image_to_tensor(image), side)  # (1, 3, H', W') in [-1, 1]
     encoder = _CropEncoder(vae, pixels, side, share_encoding)
-    cond = encode_prompt(pipe, prompt).expand(cfg.batch_size, -1, -1)  # (B, L, D)
+    # the family's conditioning (SDXL: + pooled embedding and time ids of the crop size), batch B
+    cond = text_conditioning(pipe, prompt, (side, side)).unet_kwargs(cfg.batch_size)
     t_max = scheduler.config.num_train_timesteps
     unet.requires_grad_(False)
     epsilon = scheduler.config.prediction_type == "epsilon"
@@ -345,7 +348,7 @@ def train_lora(
             """One optimiser step on a batch; returns the loss (0-dim, on the device)."""
             amp = torch.autocast(device.type, dtype=autocast_dtype) if autocast_dtype else nullcontext()
             with amp:
-                pred = unet(noisy.to(unet.dtype) if autocast_dtype is None else noisy, t, cond).sample
+                pred = unet(noisy.to(unet.dtype) if autocast_dtype is None else noisy, t, **cond).sample
             loss = F.mse_loss(pred.float(), target.float())
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -398,9 +401,15 @@ def train_lora(
 class LoraCache:
     """Trained adapters by key: an in-memory LRU in front of a directory of diffusers-format LoRA folders."""
 
-    def __init__(self, directory: str | os.PathLike[str] | None = None, capacity: int = 8) -> None:
+    def __init__(
+        self,
+        directory: str | os.PathLike[str] | None = None,
+        capacity: int = 8,
+        pipeline_class: str = "StableDiffusionPipeline",
+    ) -> None:
         self.directory = Path(directory).expanduser() if directory is not None else default_cache_dir()
         self.capacity = capacity
+        self.pipeline_class = pipeline_class  # whose diffusers LoRA format the files are written in
         self._memory: OrderedDict[str, LoraState] = OrderedDict()
 
     def path(self, key: str) -> Path:
@@ -422,7 +431,7 @@ class LoraCache:
     def put(self, key: str, state: LoraState, cfg: LoraConfig) -> None:
         self._remember(key, state)
         try:
-            save_lora(self.path(key), state, cfg)
+            save_lora(self.path(key), state, cfg, self.pipeline_class)
         except OSError as exc:  # an unwritable cache must not fail the edit
             logger.warning("could not write the LoRA cache at %s: %s", self.path(key), exc)
 
@@ -438,15 +447,23 @@ class LoraCache:
             self._memory.popitem(last=False)
 
 
-def save_lora(directory: Path, state: LoraState, cfg: LoraConfig) -> Path:
-    """Write ``state`` in diffusers' LoRA format into ``directory`` (atomically: temp folder + rename)."""
-    from diffusers import StableDiffusionPipeline
+def save_lora(
+    directory: Path, state: LoraState, cfg: LoraConfig, pipeline_class: str = "StableDiffusionPipeline"
+) -> Path:
+    """Write ``state`` in diffusers' LoRA format into ``directory`` (atomically: temp folder + rename).
+
+    ``pipeline_class`` (the model family's, ``Family.pipeline_class``) writes it, so that pipeline's
+    ``load_lora_weights(directory)`` loads it: ``StableDiffusionPipeline`` or ``StableDiffusionXLPipeline``.
+    """
+    import diffusers
+
+    writer = getattr(diffusers, pipeline_class)
 
     directory.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
     try:
         metadata = peft_config(cfg).to_dict()
-        StableDiffusionPipeline.save_lora_weights(
+        writer.save_lora_weights(
             tmp, unet_lora_layers=state, weight_name=WEIGHT_NAME, unet_lora_adapter_metadata=metadata
         )
         (tmp / "dragdiff_lora.json").write_text(json.dumps(dataclasses.asdict(cfg), indent=2))

@@ -276,6 +276,8 @@ def features(
     the features and their gradients are the same as the full forward's.
     """
     unet, index, amp, prep = ctx.pipe.unet, config.drag.feature_up_block, ctx.amp, ctx.prep
+    if index is None:  # the editor fills it in from the model family (DragEditor.for_model)
+        raise ValueError("drag.feature_up_block is None: run the edit through DragEditor")
     eps: Tensor | None = None
     if need_eps or not config.runtime.fast:
         with capture_up_block(unet, index) as capture:

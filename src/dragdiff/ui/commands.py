@@ -28,7 +28,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--model",
         default=None,
         metavar="PATH",
-        help="diffusers folder or .safetensors file (default: embedded)",
+        help="SD-1.x, SD-2.x or SDXL: diffusers folder, .safetensors file or hub id (default: embedded)",
     )
     parser.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
     parser.add_argument(
