@@ -20,7 +20,7 @@ run() {  # run NAME TIMEOUT CMD...: skipped when the budget cannot hold it
   echo "== $name: rc=$? in $(( ($(date +%s%N) - t0) / 1000000 )) ms"
 }
 nvidia-smi -L; python3 -c "import torch, diffusers; print(torch.__version__, diffusers.__version__)"
-git log -1 --oneline 2>/dev/null || true
+cat COMMIT 2>/dev/null || true
 run lora-steps "${LORA_S:-100}" python3 benchmarks/lora_step_gpu.py --profile --out "$OUT/lora_steps.json"
 run speed "${SPEED_S:-110}" python3 benchmarks/speed.py --only "$SPEED_ROWS" --out "$OUT/speed.json"
 run embedded-in-process 60 python3 benchmarks/cold_cli.py embedded "$OUT/embedded.json"
