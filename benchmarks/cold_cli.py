@@ -47,15 +47,24 @@ def save(directory: str) -> None:
 def cli(out: str, args: list[str]) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         edited = Path(tmp) / "edited.png"
-        cmd = [sys.executable, "-m", "dragdiff", "edit", *args, "-o", str(edited)]
-        start = time.perf_counter()
+        cmd = [sys.executable, "-X", "importtime", "-m", "dragdiff", "edit", *args, "-o", str(edited)]
+        start = time.time()
         proc = subprocess.run(cmd, capture_output=True, text=True)
-        wall = time.perf_counter() - start
-        record: dict[str, Any] = {"cmd": cmd[2:], "wall_s": wall, "returncode": proc.returncode}
-        record["stderr_tail"] = proc.stderr[-2000:]
+        end = time.time()
+        record: dict[str, Any] = {"cmd": cmd[4:], "wall_s": end - start, "returncode": proc.returncode}
+        imports = [line.split("|") for line in proc.stderr.splitlines() if line.startswith("import time:")]
+        top = [(int(cum), name.rstrip()) for _, cum, name in (i for i in imports if len(i) == 3)
+               if cum.strip().isdigit() and not name.startswith("  ")]  # fmt: skip
+        record["imports_s"] = sum(c for c, _ in top) / 1e6  # top-level imports, cumulative
+        record["slowest_imports"] = [(n.strip(), c / 1e6) for c, n in sorted(top, reverse=True)[:12]]
+        record["stderr_tail"] = "\n".join(
+            line for line in proc.stderr.splitlines() if not line.startswith("import time:")
+        )[-2000:]
         if proc.returncode == 0:
             edit = json.loads(edited.with_suffix(".json").read_text())
             record.update(timings=edit["timings"], load_s=edit["load_seconds"], device=edit["device"])
+            # from the record written to the process's end: saving the outputs, interpreter shutdown
+            record["after_record_s"] = end - edited.with_suffix(".json").stat().st_mtime
     Path(out).write_text(json.dumps(record, indent=2))
     print(json.dumps({k: v for k, v in record.items() if k != "stderr_tail"}))
     if proc.returncode:

@@ -7,7 +7,7 @@ set -u
 export PYTHONUNBUFFERED=1
 OUT=${OUT:?set OUT}
 BUDGET_S=${BUDGET_S:-300}
-SPEED_ROWS=${SPEED_ROWS:-first,graphs,repeat}
+SPEED_ROWS=${SPEED_ROWS-first,graphs,repeat}
 start=$(date +%s)
 left() { echo $((BUDGET_S - ($(date +%s) - start))); }
 run() {  # run NAME TIMEOUT CMD...: skipped when the budget cannot hold it
@@ -21,9 +21,10 @@ run() {  # run NAME TIMEOUT CMD...: skipped when the budget cannot hold it
 }
 nvidia-smi -L; python3 -c "import torch, diffusers; print(torch.__version__, diffusers.__version__)"
 cat COMMIT 2>/dev/null || true
-run lora-steps "${LORA_S:-100}" python3 benchmarks/lora_step_gpu.py --profile --out "$OUT/lora_steps.json"
-run speed "${SPEED_S:-110}" python3 benchmarks/speed.py --only "$SPEED_ROWS" --out "$OUT/speed.json"
-run embedded-in-process 60 python3 benchmarks/cold_cli.py embedded "$OUT/embedded.json"
+[ "${LORA_S:-100}" -gt 0 ] && run lora-steps "${LORA_S:-100}" python3 benchmarks/lora_step_gpu.py ${LORA_ARGS:---profile} --out "$OUT/lora_steps.json"
+[ -n "$SPEED_ROWS" ] && run speed "${SPEED_S:-110}" python3 benchmarks/speed.py --only "$SPEED_ROWS" --out "$OUT/speed.json"
+[ -n "${SPEED2_ARGS:-}" ] && run speed2 "${SPEED_S:-110}" python3 benchmarks/speed.py $SPEED2_ARGS --out "$OUT/speed2.json"
+[ "${EMBEDDED:-1}" = 1 ] && run embedded-in-process 60 python3 benchmarks/cold_cli.py embedded "$OUT/embedded.json"
 DEMO=(examples/sample.png --preset dragdiffusion --mask examples/sample_mask.png
   --prompt "a red star on a white background" --drag 47,39:67,39 --drag 24,56:44,56 --drag 71,56:91,56
   --drag 33,84:53,84 --drag 62,84:82,84)

@@ -46,6 +46,52 @@ from dragdiff.io import atomic_write_json  # noqa: E402
 REPLAYS = 20
 
 
+def _gn_nhwc(
+    x: torch.Tensor, groups: int, weight: torch.Tensor, bias: torch.Tensor, eps: float
+) -> torch.Tensor:
+    """GroupNorm of a channels-last (N, C, H, W) tensor on its (N, HW, G, C/G) view: no layout copies."""
+    n, c, h, w = x.shape
+    xv = x.permute(0, 2, 3, 1).reshape(n, h * w, groups, c // groups).float()  # (N, HW, G, C/G)
+    var, mean = torch.var_mean(xv, dim=(1, 3), keepdim=True, correction=0)
+    y = ((xv - mean) * torch.rsqrt(var + eps)).reshape(n, h, w, c) * weight.float() + bias.float()
+    return y.to(x.dtype).permute(0, 3, 1, 2)  # (N, C, H, W), channels-last strides
+
+
+class NhwcGroupNorm(torch.nn.Module):
+    """A GroupNorm module's parameters with ``_gn_nhwc`` (optionally compiled) for channels-last inputs."""
+
+    def __init__(self, gn: torch.nn.GroupNorm, fn: Any) -> None:
+        super().__init__()
+        self.gn, self.fn = gn, fn
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dim() != 4 or not x.is_contiguous(memory_format=torch.channels_last):
+            return self.gn(x)
+        return self.fn(x, self.gn.num_groups, self.gn.weight, self.gn.bias, self.gn.eps)
+
+
+@contextlib.contextmanager
+def swapped_norms(unet: Any, fn: Any) -> Iterator[None]:
+    """Every GroupNorm of ``unet`` replaced by ``NhwcGroupNorm(fn)`` for the block; put back on exit."""
+    swaps = []
+    for name, module in list(unet.named_modules()):
+        if isinstance(module, torch.nn.GroupNorm):
+            parent_name, _, child = name.rpartition(".")
+            parent = unet.get_submodule(parent_name) if parent_name else unet
+            swaps.append((parent, child, module))
+            setattr(parent, child, NhwcGroupNorm(module, fn))
+    try:
+        yield
+    finally:
+        for parent, child, module in swaps:
+            setattr(parent, child, module)
+
+
+def with_norms(gen_fn: Callable[[], Iterator[Callable[[], Any]]], unet: Any, fn: Any) -> Iterator[Any]:
+    with swapped_norms(unet, fn):
+        yield from gen_fn()
+
+
 def replay_ms(step: Callable[[], Any], replays: int = REPLAYS) -> tuple[float, float]:
     """(median ms of a replayed step, seconds to warm up + capture) for ``step`` as ``train_lora`` runs it."""
     start = time.perf_counter()
@@ -173,6 +219,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default=None)
     parser.add_argument("--compile", action="store_true")
     parser.add_argument("--profile", action="store_true")
+    parser.add_argument("--only", default=None, help="comma-separated variant names (default: all)")
     args = parser.parse_args(argv)
     if not torch.cuda.is_available():
         raise SystemExit("lora_step_gpu.py needs a CUDA device (the variants are CUDA graphs)")
@@ -201,10 +248,18 @@ def main(argv: list[str] | None = None) -> int:
             lambda: lora_step(unet, cfg, "hooked", False, True),
             "EFFICIENT_ATTENTION",
         ),
+        (
+            "gn-nhwc",
+            lambda: with_norms(lambda: lora_step(unet, cfg, "hooked", False, True), unet, _gn_nhwc),
+            None,
+        ),
         ("drag-autocast", lambda: drag_step(unet, True), None),
         ("drag-native", lambda: drag_step(unet, False), None),
     ]
+    only = set(args.only.split(",")) if args.only else None
     for name, make, sdpa in variants:
+        if only is not None and name not in only:
+            continue
         try:
             rows[name] = measure(make(), sdpa)
         except Exception as exc:  # one broken variant must not lose the others
@@ -216,6 +271,25 @@ def main(argv: list[str] | None = None) -> int:
         report["profile_hooked_native"] = profile_table(next(gen))
         gen.close()
         print(report["profile_hooked_native"], flush=True)
+        save()
+    start = time.perf_counter()
+    compiled_gn = torch.compile(_gn_nhwc, dynamic=True)
+    for name, make in [
+        (
+            "gn-compiled",
+            lambda: with_norms(lambda: lora_step(unet, cfg, "hooked", False, True), unet, compiled_gn),
+        ),
+        ("drag-native-gn-compiled", lambda: with_norms(lambda: drag_step(unet, False), unet, compiled_gn)),
+        ("drag-autocast-gn-compiled", lambda: with_norms(lambda: drag_step(unet, True), unet, compiled_gn)),
+    ]:
+        if only is not None and name not in only:
+            continue
+        try:
+            rows[name] = measure(make())
+            rows[name]["since_compile_s"] = time.perf_counter() - start
+        except Exception as exc:
+            rows[name] = {"error": f"{type(exc).__name__}: {exc}"[:800]}
+        print(name, rows[name], flush=True)
         save()
     if args.compile:
         start = time.perf_counter()
