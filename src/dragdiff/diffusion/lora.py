@@ -364,7 +364,7 @@ def train_lora(
     after one eager step; on CUDA AdamW is always the fused one, so both compute the same weights.
     ``hooked`` trains the adapter of ``hooked_lora`` (the branch in the UNet's dtype) instead of peft's.
     ``autocast_dtype`` None runs the UNet in its own dtype (the fast path's half-precision UNet on CUDA:
-    no autocast, whose fp32 GroupNorm and casts were ≈ 1/3 of a step's GPU time).
+    no autocast, whose fp32 GroupNorm and casts cost 50.0 vs 44.2 ms a step on the H200: docs/performance.md).
     The adapter is removed again before this returns; install the returned weights with
     ``lora_adapter(unet, cfg, state)`` or ``merged_lora(unet, cfg, state)``.
     """
@@ -438,8 +438,8 @@ def _training_batches(
 
     x_t = √ᾱ_t z_0 + √(1−ᾱ_t) ε with z_0 a VAE posterior sample × scaling factor; target ε (or v). With
     ``share`` (crops encoded once) all steps are prepared at once before the first is yielded: the same
-    elementwise maths over (S·B, 4, h, w), so the loop itself only copies a batch into the graph's inputs
-    (no host work between replays: the small models were launch-bound); otherwise step by step.
+    elementwise maths over (S·B, 4, h, w), so between replays the host only copies a batch into the graph's
+    inputs; otherwise step by step.
     """
     vae, scheduler = pipe.vae, pipe.scheduler
     device = pipe.unet.device
