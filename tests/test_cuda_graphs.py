@@ -82,13 +82,24 @@ def test_graphed_forward_replays_the_eager_forward(gpu_pipe) -> None:
 
 
 @cuda
-def test_graphed_lora_training_matches_eager(gpu_pipe) -> None:
+@pytest.mark.parametrize("hooked", [False, True], ids=["peft adapter", "hooked adapter (fast path)"])
+def test_graphed_lora_training_matches_eager(gpu_pipe, hooked: bool) -> None:
     image = make_test_image(64, 64)
     cfg = LoraConfig(steps=8, batch_size=2, rank=4)
     states = []
-    # eager; graphed after one eager step; graphed again: this process is warm, so captured at step 0
+    # eager; graphed after one eager step; graphed again
     for graphs in (False, True, True):
-        run = train_lora(gpu_pipe, image, "a cat", cfg, 64, seed=3, cuda_graphs=graphs)
+        run = train_lora(
+            gpu_pipe,
+            image,
+            "a cat",
+            cfg,
+            64,
+            seed=3,
+            share_encoding=hooked,
+            cuda_graphs=graphs,
+            hooked=hooked,
+        )
         losses = []
         while True:
             try:

@@ -197,8 +197,10 @@ class RuntimeConfig:
     # the UNet stops after the feature block when ε is not needed (no mask term, no preview; exact), z_t is
     # cached with the LoRA (exact), the trained LoRA is merged into the attention weights (W + s·BA instead
     # of peft's side branch; fp rounding only), the LoRA's identical crops are VAE-encoded once (batch
-    # numerics only), and on CUDA the UNet runs channels-last with the one per-iteration host read overlapped
-    # with the backward. tests/test_fastpath.py holds it to the faithful path within a stated tolerance.
+    # numerics only), the LoRA is trained as forward hooks (bitwise peft's on CPU; on CUDA a half-precision
+    # UNet trains in its own dtype, no autocast: issue #18), and on CUDA the UNet runs channels-last with the
+    # one per-iteration host read overlapped with the backward. tests/test_fastpath.py holds it to the
+    # faithful path within a stated tolerance.
     # False = the reference implementation's structure (the ``faithful`` preset).
     fast: bool = True
     # On CUDA the fast path replays each fixed-shape loop (LoRA step, optimisation iteration, inversion and

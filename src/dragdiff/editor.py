@@ -403,17 +403,18 @@ class DragEditor:
             prompt,
             config.lora,
             side,
-            self._amp(config),
+            self._lora_amp(config),
             config.seed,
             share_encoding=fast,
             cuda_graphs=self._graphed(config),
+            hooked=fast,
         )
         self.lora_cache.put(key, state, config.lora)
         return state
 
     def _lora_key(self, work_image: Image.Image, prompt: str, config: EditConfig) -> str:
         """The LoRA cache key; fast-path adapters (crops encoded once) are kept apart from faithful ones."""
-        precision = str(self._amp(config)) + ("+shared-crops" if config.runtime.fast else "")
+        precision = str(self._lora_amp(config)) + ("+shared-crops" if config.runtime.fast else "")
         return lora_cache_key(
             work_image, prompt, self._weights_id, config.lora, seed=config.seed, precision=precision
         )
@@ -483,6 +484,15 @@ class DragEditor:
     def _graphed(self, config: EditConfig) -> bool:
         """Whether this edit replays its loops as CUDA graphs (fast path, CUDA, ``runtime.cuda_graphs``)."""
         return config.runtime.fast and graphs_usable(self.device, config.runtime.cuda_graphs)
+
+    def _lora_amp(self, config: EditConfig) -> torch.dtype | None:
+        """Autocast dtype of the LoRA training: the fast path on CUDA trains a half-precision UNet in its own
+        dtype (SPEC §2 fixes a half-precision base and fp32 LoRA parameters, not autocast: the branch runs in
+        fp16 from the fp32 parameters, as under autocast, without autocast's fp32 GroupNorm and casts)."""
+        amp = self._amp(config)
+        if config.runtime.fast and self.device.type == "cuda" and amp == self.pipe.unet.dtype:
+            return None  # autocast to the weights' own (half) dtype: run in that dtype instead
+        return amp
 
     def _amp(self, config: EditConfig) -> torch.dtype | None:
         """Autocast dtype for UNet calls: None = run in the UNet's own dtype (fp32 maths on CPU)."""

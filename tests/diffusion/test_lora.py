@@ -13,6 +13,7 @@ from dragdiff.diffusion.lora import (
     WEIGHT_NAME,
     LoraCache,
     adapter_fits,
+    hooked_lora,
     lora_adapter,
     lora_cache_key,
     train_lora,
@@ -113,3 +114,39 @@ def test_saved_adapter_reloads_from_disk_and_with_diffusers(
     assert LoraCache(tmp_path).get("missing") is None
     tiny_pipeline.load_lora_weights(tmp_path / "k1")  # the standard diffusers loader reads it too
     torch.testing.assert_close(_eps(tiny_pipeline), ours, rtol=1e-4, atol=1e-5)
+
+
+def _run(gen):
+    events = []
+    while True:
+        try:
+            events.append(next(gen))
+        except StopIteration as done:
+            return done.value, [e.loss for e in events]
+
+
+@pytest.mark.parametrize("size", [(64, 64), (64, 32)], ids=["square (one crop)", "wide (many crops)"])
+def test_hooked_adapter_trains_what_peft_trains(tiny_pipeline, tiny_image, size) -> None:
+    """The fast path's trainer (hooked adapter, every step's batch prepared up front) computes the eager
+    peft trainer's weights: the same init, draws and maths (fp32 on CPU), within rounding."""
+    image, cfg = tiny_image.resize(size), LoraConfig(steps=3, batch_size=2, rank=4)
+    runs = [
+        _run(train_lora(tiny_pipeline, image, "a cat", cfg, side=64, seed=5, share_encoding=True, hooked=h))
+        for h in (False, True)
+    ]
+    (peft_state, peft_losses), (hooked_state, hooked_losses) = runs
+    assert set(hooked_state) == set(peft_state)
+    assert all(v.dtype == torch.float32 and v.device.type == "cpu" for v in hooked_state.values())
+    torch.testing.assert_close(torch.tensor(hooked_losses), torch.tensor(peft_losses), rtol=1e-5, atol=1e-7)
+    for key, value in peft_state.items():
+        torch.testing.assert_close(hooked_state[key], value, rtol=1e-4, atol=1e-6, msg=key)
+
+
+def test_hooked_adapter_leaves_the_base_clean(tiny_pipeline, tiny_image) -> None:
+    base = _eps(tiny_pipeline)
+    unet = tiny_pipeline.unet
+    with hooked_lora(unet, CFG) as params:
+        torch.testing.assert_close(_eps(tiny_pipeline), base)  # B = 0 at init
+        assert all(p.dtype == torch.float32 for p in params.values())
+    assert not any(m._forward_hooks for m in unet.modules())
+    torch.testing.assert_close(_eps(tiny_pipeline), base)

@@ -1,4 +1,4 @@
-"""Which pixels move (dragdiff.geometry.support): one part per object, also when objects touch or lie far apart."""
+"""Which pixels move (dragdiff.geometry.support): one part per object, touching or far apart."""
 
 from __future__ import annotations
 
