@@ -194,7 +194,7 @@ class DragEditor:
         """The box (x0, y0, x1, y1) an edit of ``image`` runs on (``dragdiff.roi.choose_roi``)."""
         picture = image.image if isinstance(image, GeneratedImage) else image
         spec = "full" if isinstance(image, GeneratedImage) else roi  # its latents are the whole picture
-        return choose_roi(picture.size, instruction, self.native, self.multiple, spec)
+        return choose_roi(picture.size, instruction, self.native, self.multiple, spec, picture=picture)
 
     def generate(self, prompt: str, config: EditConfig | GenerateConfig | None = None) -> GeneratedImage:
         """Text-to-image with every latent kept, for generated-image mode (SPEC §6)."""
