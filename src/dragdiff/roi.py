@@ -202,13 +202,27 @@ def seam_weight(box: Box, image_size: tuple[int, int], seam_px: int = SEAM_PX) -
 
 def paste_roi(source: Image.Image, edited_crop: Image.Image, box: Box, seam_px: int = SEAM_PX) -> Image.Image:
     """``source`` with ``edited_crop`` blended into ``box``: every pixel outside the box is the source's,
-    and a pixel the crop did not change stays the source's bit for bit."""
+    and a pixel the crop did not change stays the source's bit for bit.
+
+    Cost bounded by the crop: one copy of the source, the crop pasted, and the blend computed only on the
+    seam's frame (``seam_px`` wide); inside it the weight is 1, so the crop's pixels are taken as they are."""
     x0, y0, x1, y1 = box
-    full = np.array(source.convert("RGB"))  # (H, W, 3) uint8, a copy
-    src = full[y0:y1, x0:x1].astype(np.float32)  # (h, w, 3)
-    out = np.asarray(edited_crop.convert("RGB"), dtype=np.float32)
-    if out.shape != src.shape:
-        raise ValueError(f"edited crop is {out.shape[1]}x{out.shape[0]}, box is {x1 - x0}x{y1 - y0}")
-    weight = seam_weight(box, source.size, seam_px)[..., None]  # (h, w, 1)
-    full[y0:y1, x0:x1] = np.clip(np.rint(src + (out - src) * weight), 0, 255).astype(np.uint8)
-    return Image.fromarray(full)
+    h, w = y1 - y0, x1 - x0
+    out = np.array(edited_crop.convert("RGB"))  # (h, w, 3) uint8, a copy
+    if out.shape[:2] != (h, w):
+        raise ValueError(f"edited crop is {out.shape[1]}x{out.shape[0]}, box is {w}x{h}")
+    weight = seam_weight(box, source.size, seam_px)  # (h, w)
+    src = np.asarray(source.crop(box).convert("RGB"))  # (h, w, 3)
+    s = min(seam_px, h, w)
+    for rows, cols in (
+        (slice(0, s), slice(None)),
+        (slice(h - s, h), slice(None)),
+        (slice(None), slice(0, s)),
+        (slice(None), slice(w - s, w)),
+    ):
+        a, b = src[rows, cols].astype(np.float32), out[rows, cols].astype(np.float32)
+        wt = weight[rows, cols][..., None]
+        out[rows, cols] = np.clip(np.rint(a + (b - a) * wt), 0, 255).astype(np.uint8)
+    full = source.convert("RGB") if source.mode != "RGB" else source.copy()
+    full.paste(Image.fromarray(out), (x0, y0))
+    return full
