@@ -278,3 +278,21 @@ def test_roi_flag_edits_the_box_and_records_it(files, tiny_pipeline_dir) -> None
     outside = np.ones((44, 60), bool)
     outside[2:42, 4:56] = False
     assert np.array_equal(src[outside], out[outside]) and not np.array_equal(src, out)
+
+
+def test_a_jpeg_edit_keeps_the_inputs_quantisation_icc_and_exif(files, tiny_pipeline_dir) -> None:
+    from PIL import ImageCms, JpegImagePlugin
+
+    icc = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+    exif = Image.Exif()
+    exif[0x010F] = "PhoneMaker"
+    photo = files["dir"] / "photo.jpg"
+    Image.open(files["image"]).convert("RGB").save(
+        photo, quality=80, subsampling=2, icc_profile=icc, exif=exif
+    )
+    out = files["dir"] / "edited.jpg"
+    argv = ["edit", str(photo), "--drag", "21,22:30,22", "--model", str(tiny_pipeline_dir)]
+    assert main(argv + ["--set", "warp.fill_steps=4", "-o", str(out)]) == 0
+    with Image.open(photo) as a, Image.open(out) as b:
+        assert b.quantization == a.quantization and JpegImagePlugin.get_sampling(b) == 2
+        assert b.info["icc_profile"] == icc and b.getexif()[0x010F] == "PhoneMaker"

@@ -297,3 +297,54 @@ def test_exif_orientation_is_applied_and_jpeg_quality_is_kept(tmp_path):
     assert (tmp_path / "q95.jpg").stat().st_size > 1.5 * (tmp_path / "q50.jpg").stat().st_size
     with pytest.raises(InputError, match="quality must be 1..100, got 0"):
         io.atomic_save_image(noisy, tmp_path / "q0.jpg", quality=0)
+
+
+# --- what a photo carries beside its pixels ---------------------------------------------------------------
+
+
+def _photo(w: int = 64, h: int = 48) -> Image.Image:
+    return Image.fromarray(np.random.default_rng(1).integers(0, 256, (h, w, 3), dtype=np.uint8))
+
+
+def test_a_jpeg_is_written_with_the_inputs_own_quantisation_and_subsampling(tmp_path):
+    src = tmp_path / "phone.jpg"
+    _photo().save(src, quality=72, subsampling=2)  # 4:2:0, as phones write
+    image, facts = io.load_image_file(src)
+    io.atomic_save_image(image, tmp_path / "out.jpg", like=facts)
+    with Image.open(src) as a, Image.open(tmp_path / "out.jpg") as b:
+        from PIL import JpegImagePlugin
+
+        assert b.quantization == a.quantization
+        assert JpegImagePlugin.get_sampling(b) == JpegImagePlugin.get_sampling(a) == 2
+    io.atomic_save_image(image, tmp_path / "q95.jpg", quality=95, like=facts)  # --quality wins
+    with Image.open(src) as a, Image.open(tmp_path / "q95.jpg") as b:
+        assert b.quantization != a.quantization
+
+
+def test_icc_profile_exif_and_alpha_are_kept(tmp_path):
+    from PIL import ImageCms
+
+    icc = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotated: the pixels read are upright, so the output says "upright"
+    exif[0x010F] = "PhoneMaker"  # Make
+    src = tmp_path / "phone.jpg"
+    _photo(60, 40).save(src, icc_profile=icc, exif=exif)
+    image, facts = io.load_image_file(src)
+    assert image.size == (40, 60)
+    io.atomic_save_image(image, tmp_path / "out.jpg", like=facts)
+    with Image.open(tmp_path / "out.jpg") as out:
+        assert out.info["icc_profile"] == icc
+        tags = out.getexif()
+        assert tags[0x010F] == "PhoneMaker" and tags.get(0x0112, 1) == 1
+        assert out.size == (40, 60)
+    rgba = _photo().convert("RGBA")
+    alpha = Image.fromarray(np.tile(np.arange(64, dtype=np.uint8) * 4, (48, 1)))
+    rgba.putalpha(alpha)
+    rgba.save(tmp_path / "cut.png")
+    image, facts = io.load_image_file(tmp_path / "cut.png")
+    assert image.mode == "RGB"  # the edit sees the picture on white
+    io.atomic_save_image(image, tmp_path / "cut-out.png", like=facts)
+    with Image.open(tmp_path / "cut-out.png") as out:
+        assert out.mode == "RGBA" and np.array_equal(np.asarray(out)[..., 3], np.asarray(alpha))
+    assert io.load_image_file(tmp_path / "out.jpg")[1].alpha is None

@@ -168,7 +168,9 @@ def _register_edit(subparsers: Any) -> None:
         type=int,
         default=None,
         metavar="Q",
-        help=f"JPEG/WebP quality of the output, 1-100 (default: {DEFAULT_QUALITY})",
+        help="JPEG/WebP quality of the output, 1-100 (default: a JPEG input's own quantisation tables and "
+        f"subsampling for a JPEG output, else {DEFAULT_QUALITY}). The input's ICC profile, EXIF (upright) "
+        "and alpha (PNG/WebP outputs) are kept",
     )
     p.add_argument(
         "--generated",
@@ -236,7 +238,7 @@ def run_edit(args: argparse.Namespace) -> int:
     config = build_config(args)
     if args.quality is not None and not 1 <= args.quality <= 100:
         raise InputError(f"--quality must be 1..100, got {args.quality}")
-    image = io.load_image(args.image)
+    image, image_file = io.load_image_file(args.image)
     if not args.drag:
         raise InputError(
             "no drag given: pass --drag X1,Y1:X2,Y2 (handle:target in image pixels) at least once"
@@ -275,7 +277,7 @@ def run_edit(args: argparse.Namespace) -> int:
         "animation": str(animation) if animation else None,
     }
     record["load_seconds"] = editor.load_seconds
-    io.atomic_save_image(result.image, out, quality=args.quality)
+    io.atomic_save_image(result.image, out, quality=args.quality, like=image_file)
     io.atomic_write_json(record_path, record)
     written = [out, record_path]
     if animation is not None and result.frames:

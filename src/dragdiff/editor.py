@@ -200,7 +200,7 @@ class DragEditor:
         """The box (x0, y0, x1, y1) an edit of ``image`` runs on (``dragdiff.roi.choose_roi``)."""
         picture = image.image if isinstance(image, GeneratedImage) else image
         spec = "full" if isinstance(image, GeneratedImage) else roi  # its latents are the whole picture
-        return choose_roi(picture.size, instruction, self.native, self.multiple, spec)
+        return choose_roi(picture.size, instruction, self.native, self.multiple, spec, picture=picture)
 
     def generate(self, prompt: str, config: EditConfig | GenerateConfig | None = None) -> GeneratedImage:
         """Text-to-image with every latent kept, for generated-image mode (SPEC §6)."""
@@ -258,8 +258,9 @@ class DragEditor:
             raise InputError(f"image must be a PIL image or a GeneratedImage, got {type(image).__name__}")
         instruction.validate_for(picture.width, picture.height)
         if instruction.mask is not None:
-            values = np.unique(np.asarray(instruction.mask))
-            if not np.isin(values, (0, 1)).all():
+            mask = np.asarray(instruction.mask)
+            if mask.dtype != bool and not ((mask == 0) | (mask == 1)).all():  # no sort of a 12-MP mask
+                values = np.unique(mask)
                 raise InputError(f"mask must be binary (bool or 0/1), got values {values[:5].tolist()}")
         n_up = len(self.pipe.unet.up_blocks)
         block = self.for_model(config).drag.feature_up_block
@@ -309,7 +310,7 @@ class DragEditor:
         method = get_method(config.method)
         full = _whole(image, box)
         picture = image if isinstance(image, Image.Image) else image.image
-        crop = image if full else picture.convert("RGB").crop(box)
+        crop = image if full else picture.crop(box).convert("RGB")  # only the crop is copied
         local = instruction if full else crop_instruction(instruction, box)
         with self._busy, self._on_device():
             clock = Clock(self.device)
@@ -327,7 +328,7 @@ class DragEditor:
                 outcome = _lift_outcome(outcome, picture, box)
             clock.lap("paste")
         yield ProgressEvent(phase="done", step=1, total=1, handles=outcome.final_handles)
-        source = prep.source if full else picture.convert("RGB")
+        source = prep.source if full else _rgb(picture)
         return self._result(instruction, config, prep, outcome, clock, edited, box, source)  # 5
 
     # 1. prepare (cheap for every method: the prompt encoding is one text-encoder call)
@@ -572,6 +573,11 @@ def _same_model(a: str, b: str) -> bool:
 
 
 # --- the region of interest: what runs on the crop, in the full image's coordinates -----------------------
+
+
+def _rgb(picture: Image.Image) -> Image.Image:
+    """``picture`` as RGB, without a copy when it already is (a 12-MP copy costs 36 MB)."""
+    return picture if picture.mode == "RGB" else picture.convert("RGB")
 
 
 def _whole(image: Image.Image | GeneratedImage, box: Box) -> bool:

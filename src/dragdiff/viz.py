@@ -20,6 +20,7 @@ HANDLE = (255, 0, 0)
 TARGET = (0, 0, 255)
 ARROW = (255, 255, 255)
 OUTLINE = (255, 255, 255)
+ROI = (255, 200, 0)  # the outline of the region an edit ran on (``draw_roi``)
 DIM = 0.45  # brightness kept outside the editable region
 LABEL_HEIGHT = 28  # px band above each contact-sheet column
 
@@ -124,6 +125,26 @@ def draw_tracking(
     for g, c in zip(gs, cs, strict=True):
         _dot(draw, g, r, TARGET)
         _dot(draw, c, r, HANDLE)
+    return out
+
+
+def draw_roi(image: Image.Image, box: Sequence[float], scale: float = 1.0) -> Image.Image:
+    """``image`` with the edit's region of interest outlined (amber, dashed with black so it shows on any
+    colour); ``box`` (x0, y0, x1, y1) in pixels of the picture ``image`` shows at ``scale``."""
+    out = image.convert("RGB")
+    x0, y0, x1, y1 = (v * scale for v in box)
+    x1, y1 = x1 - 1, y1 - 1  # exclusive -> the last pixel inside
+    width = max(1, round(max(out.size) / 400))
+    dash = 6 * width
+    draw = ImageDraw.Draw(out)
+    for a, b in (((x0, y0), (x1, y0)), ((x1, y0), (x1, y1)), ((x1, y1), (x0, y1)), ((x0, y1), (x0, y0))):
+        length = max(abs(b[0] - a[0]), abs(b[1] - a[1]))
+        for i, start in enumerate(np.arange(0, max(length, 1), dash)):
+            end = min(start + dash, length)
+            f0, f1 = start / max(length, 1), end / max(length, 1)
+            p0 = (a[0] + (b[0] - a[0]) * f0, a[1] + (b[1] - a[1]) * f0)
+            p1 = (a[0] + (b[0] - a[0]) * f1, a[1] + (b[1] - a[1]) * f1)
+            draw.line([p0, p1], fill=ROI if i % 2 == 0 else (0, 0, 0), width=width)
     return out
 
 

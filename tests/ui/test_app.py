@@ -547,3 +547,23 @@ def test_the_chosen_preset_drives_the_edit_and_a_warp_trains_no_lora(tmp_path: P
         assert editor.lora_prompts == []  # the warp upload started no identity LoRA
     finally:
         ui.close(app)
+
+
+def test_the_result_view_outlines_the_region_the_edit_ran_on() -> None:
+    from dragdiff import viz
+    from dragdiff.types import DragInstruction, DragResult
+
+    image = Image.new("RGB", (2000, 1000), (40, 90, 160))
+    ins = DragInstruction.from_pairs([((600, 500), (700, 500))])
+    result = DragResult(image, image, ins, ins.targets, 0, record={"roi": [400, 300, 1000, 700]})
+    shown = np.asarray(ui.render_result(result))
+    s = shown.shape[1] / 2000  # the view is reduced to DISPLAY_MAX
+    assert shown.shape[1] == ui.DISPLAY_MAX
+    top = shown[round(300 * s), round(400 * s) : round(1000 * s)]  # the box's top edge
+    assert (top == viz.ROI).all(axis=-1).any() and (top == (0, 0, 0)).all(axis=-1).any()  # dashed
+    assert (shown[round(500 * s), round(700 * s)] == (40, 90, 160)).all()  # inside: the result
+    assert (shown[round(100 * s), round(100 * s)] == (40, 90, 160)).all()  # outside: the result too
+    assert "edited region 600x400 at (400, 300)" in ui.roi_text(result)
+    whole = DragResult(image, image, ins, ins.targets, 0, record={"roi": [0, 0, 2000, 1000]})
+    assert not (np.asarray(ui.render_result(whole)) == viz.ROI).all(axis=-1).any()
+    assert ui.roi_text(whole) == ""

@@ -181,6 +181,26 @@ def _display(image: Image.Image, scale: float) -> Image.Image:
     return image.convert("RGB").resize(size, resample)
 
 
+def render_result(result: DragResult) -> Image.Image:
+    """The result at display size with the edit's region of interest outlined (``record["roi"]``) when it
+    is not the whole image: every pixel outside the outline is the input's."""
+    scale = display_scale(result.source.size)
+    shown = _display(result.image, scale)
+    box = result.record.get("roi")
+    if box is None or tuple(box) == (0, 0, *result.image.size):
+        return shown
+    return viz.draw_roi(shown, box, shown.width / result.image.width)
+
+
+def roi_text(result: DragResult) -> str:
+    """`` · edited region WxH at (x0, y0)…`` for the status line; "" when the edit ran on the whole image."""
+    box = result.record.get("roi")
+    if box is None or tuple(box) == (0, 0, *result.image.size):
+        return ""
+    x0, y0, x1, y1 = box
+    return f" · edited region {x1 - x0}x{y1 - y0} at ({x0}, {y0}), outlined; outside it the input is kept"
+
+
 def render_points(
     image: Image.Image, points: Sequence[tuple[float, float]], mask: np.ndarray | None
 ) -> Image.Image:
@@ -915,11 +935,12 @@ def build_app(
         if "drag" in (_sections(config.method) or ("drag",)):  # a method that optimises: how long it did
             text += f" · {result.iterations} iterations"
         text += " · stopped early" if result.stopped else ""
+        text += roi_text(result)
         last_event = ProgressEvent("done", 1, 1, handles=result.final_handles, preview=result.image)
         yield (
             text,
             render_progress(source, instruction, last_event),
-            _display(result.image, display_scale(source.size)),
+            render_result(result),
             [str(p) for p in files],
             record,
         )
@@ -1032,7 +1053,7 @@ def build_app(
                 ]
         with gr.Row(equal_height=False):
             result_view = gr.Image(
-                label="Result (download the full-size files on the right)",
+                label="Result (the amber outline: the region the edit ran on; full-size files on the right)",
                 type="pil",
                 interactive=False,
                 buttons=["fullscreen"],
