@@ -213,3 +213,56 @@ def test_graphed_edit_on_a_device_that_is_not_the_current_one(tmp_path) -> None:
     assert torch.cuda.current_device() == 0
     assert np.array_equal(graphed_track, eager_track)
     assert np.abs(np.asarray(eager.image, np.float32) - np.asarray(graphed.image, np.float32)).max() <= 1
+
+
+def _huge_while_capturing() -> None:
+    """Ask for more memory than any GPU has, only while a graph is being captured: a real OOM from the real
+    allocator, where an SDXL 1024² optimisation runs out (the graph's pool on top of the eager loop)."""
+    if torch.cuda.is_current_stream_capturing():
+        torch.empty(2**45, dtype=torch.uint8, device="cuda")  # 32 TiB
+
+
+@cuda
+def test_a_capture_that_runs_out_of_memory_goes_on_eagerly(gpu_pipe, caplog) -> None:
+    unet = gpu_pipe.unet
+    gen = torch.Generator().manual_seed(0)
+    length, dim = gpu_pipe.tokenizer.model_max_length, gpu_pipe.text_encoder.config.hidden_size
+    cond = Conditioning(torch.randn((1, length, dim), generator=gen).cuda())
+
+    def forward(z, t):
+        _huge_while_capturing()
+        return unet_eps(unet, z, t, cond)
+
+    graphed = GraphedForward(forward)
+    for t in (901, 601, 301):  # warm-up, failed capture, eager
+        z = torch.randn((1, 4, 16, 16), generator=gen).cuda()
+        with torch.no_grad():
+            want = unet_eps(unet, z, t, cond)
+        torch.testing.assert_close(graphed(z, t), want, rtol=1e-5, atol=1e-6)
+    assert not graphed._graphs
+    assert "not enough GPU memory to capture the UNet forward" in caplog.text
+
+
+@cuda
+def test_an_optimisation_whose_capture_runs_out_of_memory_matches_eager() -> None:
+    results = []
+    for graphed in (False, True):
+        z = torch.linspace(-1, 1, 64, device="cuda").view(1, 1, 8, 8).clone().requires_grad_(True)
+        handles = torch.tensor([[3.0, 4.0]], device="cuda")
+
+        def forward(h, track, need_eps, z=z):
+            _huge_while_capturing()
+            loss = (z**2).sum()
+            return torch.cat([torch.zeros(1, device="cuda"), loss.detach().view(1), h.flatten()]), loss, None
+
+        opt = torch.optim.Adam([z], lr=0.1, fused=True, capturable=True)
+        stop = threading.Event()
+        if graphed:
+            run = _graphed_iterations(torch.device("cuda"), z, handles, opt, forward, False, 6, 0, stop)
+        else:
+            six = CASE.override(**{"drag.max_iterations": 6})
+            run = _eager_iterations(torch.device("cuda"), handles, opt, forward, False, six, stop)
+        results.append(([status for _, _, _, status in run], z.detach().clone()))
+    (eager_status, eager_z), (graphed_status, graphed_z) = results
+    assert graphed_status == eager_status == ["step"] * 6
+    torch.testing.assert_close(graphed_z, eager_z, rtol=1e-6, atol=1e-7)

@@ -14,12 +14,16 @@ one edit (the merged-LoRA weights and channels-last layout it saw are still in p
 from __future__ import annotations
 
 import contextlib
+import gc
+import logging
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
 import torch
 from torch import Tensor
+
+log = logging.getLogger(__name__)
 
 # eager iterations on a side stream before a loop is captured (lazy cuDNN/cuBLAS set-up, optimizer state)
 WARMUP_STEPS = 1
@@ -84,6 +88,20 @@ class CapturedStep:
         return self.outputs
 
 
+def try_capture(fn: Callable[[], Any], what: str) -> CapturedStep | None:
+    """``CapturedStep(fn)``, or None when the GPU has no memory left for the graph (an SDXL 1024² latent
+    optimisation: the graph's private pool comes on top of what the eager loop holds): the caller goes on
+    eagerly. Nothing has run by then (a capture records kernels, it does not execute them)."""
+    try:
+        return CapturedStep(fn)
+    except torch.OutOfMemoryError:
+        gc.collect()
+        torch.cuda.empty_cache()
+        log.warning("not enough GPU memory to capture the %s as a CUDA graph: going on without graphs "
+                    "(slower, same result; runtime.cuda_graphs=false skips the attempt)", what)
+        return None
+
+
 _WARM: set[Any] = set()  # tags of the computations this process has run eagerly on the device
 
 
@@ -110,6 +128,7 @@ class GraphedForward:
         self.fn = fn
         self.tag = tag if tag is not None else object()  # untagged: warm-up per instance
         self._graphs: dict[Any, tuple[CapturedStep, Tensor, Tensor]] = {}
+        self._eager: set[Any] = set()  # keys whose capture ran out of memory
 
     def __call__(self, z: Tensor, t: int, *key: Any) -> Tensor:
         k = (tuple(z.shape), z.dtype, *key)
@@ -119,6 +138,9 @@ class GraphedForward:
             t_in.fill_(t)
             return step().clone()
         t_dev = torch.full((), t, dtype=torch.long, device=z.device)
+        if k in self._eager:
+            with torch.no_grad():
+                return self.fn(z, t_dev, *key)
         if not is_warm((self.tag, *k)):  # warm-up: an eager call
             mark_warm((self.tag, *k))
             with torch.no_grad():
@@ -129,6 +151,10 @@ class GraphedForward:
             with torch.no_grad():
                 return self.fn(z_in, t_dev, *key)
 
-        step = CapturedStep(forward)
-        self._graphs[k] = (step, z_in, t_dev)
-        return step().clone()
+        captured = try_capture(forward, "UNet forward")
+        if captured is None:
+            self._eager.add(k)
+            with torch.no_grad():
+                return self.fn(z, t_dev, *key)
+        self._graphs[k] = (captured, z_in, t_dev)
+        return captured().clone()

@@ -40,6 +40,7 @@ from dragdiff.diffusion.graphs import (
     CapturedStep,
     graphs_usable,
     on_side_stream,
+    try_capture,
 )
 from dragdiff.diffusion.inversion import image_to_tensor
 from dragdiff.diffusion.unet import text_conditioning
@@ -415,11 +416,15 @@ def train_lora(
                 if captured is None:
                     inputs = (noisy.clone(), t.clone(), target.clone())
                     opt.zero_grad(set_to_none=True)  # the graph allocates its own gradients
-                    captured = CapturedStep(partial(train_step, *inputs))
+                    captured = try_capture(partial(train_step, *inputs), "LoRA training step")
                 else:
                     for static, value in zip(inputs, (noisy, t, target), strict=True):
                         static.copy_(value)
-                loss = captured().clone()
+                if captured is None:  # out of GPU memory for the graph: the remaining steps run eagerly
+                    graphed = False
+                    loss = train_step(noisy, t, target)
+                else:
+                    loss = captured().clone()
             if pending is not None:
                 yield ProgressEvent(phase="lora", step=step, total=cfg.steps, loss=float(pending))
             pending = loss

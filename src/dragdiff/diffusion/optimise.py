@@ -18,7 +18,7 @@ from torch import Tensor
 from dragdiff.config import EditConfig
 from dragdiff.diffusion.context import EditContext
 from dragdiff.diffusion.features import capture_up_block
-from dragdiff.diffusion.graphs import WARMUP_STEPS, CapturedStep, on_side_stream
+from dragdiff.diffusion.graphs import WARMUP_STEPS, CapturedStep, on_side_stream, try_capture
 from dragdiff.diffusion.inversion import alpha_at, previous_timestep
 from dragdiff.diffusion.unet import combine_features, unet_eps, unet_features
 from dragdiff.ops import (
@@ -241,6 +241,7 @@ def _graphed_iterations(
         return report, eps
 
     captured: CapturedStep | None = None
+    capture_failed = False  # out of GPU memory for the graph: every iteration runs eagerly
     for it in range(max_iterations):
         if stop.is_set():
             yield it, host, None, "stopped"
@@ -254,10 +255,11 @@ def _graphed_iterations(
         else:
             report, _ = captured()
         reader.start(report)
-        if captured is None and max(WARMUP_STEPS, 1) <= it + 1 < max_iterations:
+        if captured is None and not capture_failed and max(WARMUP_STEPS, 1) <= it + 1 < max_iterations:
             # capture the next iterations while the GPU still runs this one
             optimiser.zero_grad(set_to_none=True)  # the graph allocates its own gradient
-            captured = CapturedStep(lambda: iteration(track=True))
+            captured = try_capture(lambda: iteration(track=True), "latent optimisation")
+            capture_failed = captured is None
         host = reader.wait()
         if host[0] > 0:  # the stop rule fired before this update: undo it (SPEC §4)
             with torch.no_grad():
