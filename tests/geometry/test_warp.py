@@ -74,6 +74,28 @@ def test_two_point_maps_are_exact_at_the_handles() -> None:
     np.testing.assert_allclose(mls_similarity(pts, src[:1], dst[:1]), pts + dst[0] - src[0])
 
 
+def _red_extent(img: np.ndarray) -> tuple[int, int]:
+    red = (img[..., 0] > 150) & (img[..., 1] < 100)
+    ys, xs = np.nonzero(red)
+    return int(xs.max() - xs.min() + 1), int(ys.max() - ys.min() + 1)
+
+
+@pytest.mark.parametrize(
+    ("pairs", "want"),
+    [
+        ([((26, 32), (22, 32)), ((38, 32), (42, 32))], (28, 17)),  # along x: an edge pull, wider only (×5/3)
+        ([((28, 28), (25, 25)), ((36, 36), (39, 39))], (30, 30)),  # diagonal: a corner pull, larger (×7/4)
+    ],
+    ids=["horizontal pull stretches", "diagonal pull scales"],
+)
+def test_two_handles_on_a_disc_stretch_along_an_axis_and_scale_across(pairs, want) -> None:
+    src = _scene(32, 32)
+    out = np.asarray(warp_preview(Image.fromarray(src), DragInstruction.from_pairs(pairs)))
+    assert _red_extent(src) == (17, 17)
+    width, height = _red_extent(out)
+    assert abs(width - want[0]) <= 1.5 and abs(height - want[1]) <= 1.5, (width, height)
+
+
 def test_warp_preset_through_the_editor(tiny_pipeline) -> None:
     from dragdiff.editor import DragEditor
 

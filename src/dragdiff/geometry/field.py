@@ -78,9 +78,12 @@ def two_point_affine(src: np.ndarray, dst: np.ndarray, stretch: bool) -> np.ndar
 def stretches(part: np.ndarray, src: np.ndarray, tolerance_deg: float = STRETCH_AXIS_DEG) -> bool:
     """Whether two handles pulled apart (or together) stretch the part along their line, or scale it.
 
-    A 1-D pull along the handles' line (as inverse-distance fields like Inpaint4Drag's do), unless the part
-    is clearly elongated (second moments, eigenvalue ratio > ``ELONGATED``) and the line runs diagonally to
-    its axes: stretching an elongated shape diagonally would shear it, so it grows uniformly instead.
+    The convention of an editor's transform box: a pull along one of the part's axes (± ``tolerance_deg``)
+    is an edge handle and stretches along that axis; a pull across them is a corner handle and scales
+    uniformly. The axes are the part's own where it is elongated (second moments, eigenvalue ratio >
+    ``ELONGATED``), else the picture's (a disc or a square has no axis its outline shows). Measured on
+    120-case stretch/resize suites (seeds 7, 8, `docs/methods.md`): +1.2 / +0.4 dB PSNR_in over stretching
+    every part without an axis of its own.
     """
     ys, xs = np.nonzero(part)
     if len(xs) < 5:
@@ -88,8 +91,9 @@ def stretches(part: np.ndarray, src: np.ndarray, tolerance_deg: float = STRETCH_
     cov = np.cov(np.stack([xs, ys]).astype(np.float64))
     evals, evecs = np.linalg.eigh(cov)  # ascending
     if evals[1] < ELONGATED * max(evals[0], _EPS):
-        return True  # no axis of its own: the pull's own line
-    major = np.degrees(np.arctan2(evecs[1, 1], evecs[0, 1]))
+        major = 0.0  # no axis of its own: the picture's
+    else:
+        major = np.degrees(np.arctan2(evecs[1, 1], evecs[0, 1]))
     d = src[1] - src[0]
     off = abs((np.degrees(np.arctan2(d[1], d[0])) - major) % 90.0)
     return min(off, 90.0 - off) <= tolerance_deg
