@@ -21,6 +21,7 @@ import numpy as np
 from PIL import Image
 
 from dragdiff.geometry.field import backward_maps, check_no_fold, part_maps
+from dragdiff.geometry.shadow import shadow_maps
 from dragdiff.geometry.support import check_handles_editable, handle_labels, segment_support
 from dragdiff.types import DragInstruction, InputError
 
@@ -40,6 +41,8 @@ class WarpPlan:
     alpha: np.ndarray  # (H, W) float32 in [0, 1]: opacity of the moved content over the plate
     hole: np.ndarray  # (H, W) bool: uncovered background (+ seam) for a model to repaint
     changed: np.ndarray  # (H, W) bool: every pixel the edit may change (outside it: the source exactly)
+    shadow_old: np.ndarray  # (H, W) float32 darkening of the moved parts' drop shadows where they were
+    shadow_new: np.ndarray  # (H, W) float32 the same where the parts' maps take them (``geometry.shadow``)
 
 
 def plan_warp(
@@ -48,6 +51,7 @@ def plan_warp(
     seam: int = 2,
     labels: np.ndarray | None = None,
     two_point: str = "auto",
+    shadows: bool = True,
 ) -> WarpPlan:
     """Segment the dragged content and lay out the warp; InputError for a handle outside the mask, a handle on
     nothing that can move, or a fold. ``labels`` skips segmentation (a support the caller already has)."""
@@ -81,12 +85,19 @@ def plan_warp(
         if mask is not None:
             hole &= mask
     changed = hole | (landed > 0) | (labels > 0)
-    return WarpPlan(labels, groups, map_x, map_y, landed, alpha.astype(np.float32), hole, changed)
+    if shadows:
+        old, new = shadow_maps(image, labels, maps, mask)
+    else:
+        old = new = np.zeros(labels.shape, np.float32)
+    changed |= (old > 0.004) | (new > 0.004)  # a shadow of 1/255 and more
+    return WarpPlan(labels, groups, map_x, map_y, landed, alpha.astype(np.float32), hole, changed, old, new)
 
 
 def background_plate(image: np.ndarray, plan: WarpPlan) -> np.ndarray:
     """The source with every moved part (and the seam) filled from its surroundings (Telea fast marching)."""
     remove = ((plan.labels > 0) | plan.hole).astype(np.uint8)
+    if plan.shadow_old.any():  # the moved parts' shadows taken off first (``composite`` casts them anew)
+        image = np.clip(np.round(image / (1 - plan.shadow_old[..., None])), 0, 255).astype(np.uint8)
     if not remove.any():
         return image.copy()
     bgr = np.ascontiguousarray(image[..., ::-1])
@@ -100,7 +111,8 @@ def composite(image: np.ndarray, plate: np.ndarray, plan: WarpPlan) -> np.ndarra
     """The moved content (sampled from ``image`` through the backward maps) over ``plate``."""
     moved = cv2.remap(image, plan.map_x, plan.map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
     a = plan.alpha[..., None]
-    out = plate.astype(np.float32) * (1 - a) + moved.astype(np.float32) * a
+    shade = (1 - plan.shadow_new)[..., None]  # the parts' shadows where they went (the plate has none)
+    out = plate.astype(np.float32) * shade * (1 - a) + moved.astype(np.float32) * a
     out = np.clip(np.round(out), 0, 255).astype(np.uint8)
     out[~plan.changed] = image[~plan.changed]  # untouched means identical
     return out

@@ -1,0 +1,39 @@
+"""Drop shadows move with their objects (dragdiff.geometry.shadow); no shadow, no change."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+from PIL import Image
+
+from dragdiff.geometry.warp import plan_warp, warp_preview
+from dragdiff.types import DragInstruction
+
+SIZE = 96
+
+
+def _picture(cx: int, cy: int, shadow: float) -> np.ndarray:
+    """A red disc (radius 12) casting a soft shadow 5 px down-right onto a grey gradient."""
+    grad = np.linspace(90, 210, SIZE, dtype=np.float32)[None, :, None].repeat(SIZE, 0).repeat(3, 2)
+    yy, xx = np.mgrid[0:SIZE, 0:SIZE]
+    cast = ((xx - cx - 5) ** 2 + (yy - cy - 5) ** 2 <= 12**2).astype(np.float32)
+    img = grad * (1 - shadow * cv2.GaussianBlur(cast, (0, 0), 1.5))[..., None]
+    img[(xx - cx) ** 2 + (yy - cy) ** 2 <= 12**2] = (220, 30, 30)
+    return np.round(img).astype(np.uint8)
+
+
+def test_the_shadow_follows_the_object() -> None:
+    src, want = _picture(30, 40, 0.4), _picture(62, 40, 0.4)
+    ins = DragInstruction.from_pairs([((30, 40), (62, 40))])
+    out = np.asarray(warp_preview(Image.fromarray(src), ins)).astype(float)
+    old_shadow = (slice(53, 57), slice(38, 46))  # under the old disc's shadow, clear of both discs
+    new_shadow = (slice(53, 57), slice(70, 78))
+    for spot in (old_shadow, new_shadow):  # the shadow left with the disc, to fall where the disc went
+        before = np.abs(src[spot] - want[spot].astype(float)).mean()
+        after = np.abs(out[spot] - want[spot]).mean()
+        assert before > 15 and after < 0.3 * before, (spot, before, after)
+
+def test_no_shadow_no_change_to_the_background() -> None:
+    src = _picture(30, 40, 0.0)
+    plan = plan_warp(src, DragInstruction.from_pairs([((30, 40), (62, 40))]))
+    assert not plan.shadow_old.any() and not plan.shadow_new.any()
