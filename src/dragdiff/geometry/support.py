@@ -31,8 +31,6 @@ FLOOD_TOLERANCE = 28  # colour tolerance (per channel, 0–255) of the no-mask r
 GROW = 0.6  # the no-mask box: the colour region's box grown by this fraction of its size on each side
 GRABCUT_ITERATIONS = 5
 SPLIT_EDGE = 0.5  # a watershed line between two handles this strong (× the outline's edge) splits objects
-COLOURS = 5  # colour clusters a part is cut into to find the objects it merged (k-means, Lab)
-OPEN_SIDE = 0.3  # a region of a part with at least this share of its outline on the background is an object
 SEGMENT_MAX_SIDE = 128  # longest side GrabCut runs at (the embedded model: its images at their own size)
 
 
@@ -84,7 +82,7 @@ def _segment(image: np.ndarray, handles: np.ndarray, mask: np.ndarray | None) ->
             gc[y0:y1, x0:x1] = cv2.GC_PR_FGD
     gc[seeds] = cv2.GC_FGD
     fg = _grabcut(image, gc) | seeds
-    return _drop_neighbours(image, _split_objects(image, _label_parts(fg, handles), handles), handles)
+    return _split_objects(image, _label_parts(fg, handles), handles)
 
 
 def _grabcut(image: np.ndarray, gc: np.ndarray) -> np.ndarray:
@@ -182,85 +180,6 @@ def _split_objects(image: np.ndarray, labels: np.ndarray, handles: np.ndarray) -
             out[out == -1 - g] = k if r == 0 else out.max() + 1
         out[(out < 0)] = k
     return _relabel(out, handles)
-
-
-def _drop_neighbours(image: np.ndarray, labels: np.ndarray, handles: np.ndarray) -> np.ndarray:
-    """Each part without the objects it merged that no handle holds: a drag moves what the handle is on.
-
-    GrabCut calls everything that is not background foreground, so an object touching the dragged one comes
-    along (a drag across or out from behind another object). The part is cut into colour regions (k-means in
-    Lab, then a watershed on the image from the clusters' connected pieces); regions whose shared border is
-    no stronger than ``SPLIT_EDGE`` × the part's outline are one object (shading, soft highlights). Of the
-    objects no handle is on, those with at least ``OPEN_SIDE`` of their outline on the background are
-    neighbours and stay where they are; enclosed ones (a logo, an eye, an inner ring) move with the part.
-    """
-    out = labels.copy()
-    grad = _gradient(image)
-    lab = cv2.cvtColor(np.ascontiguousarray(image), cv2.COLOR_RGB2LAB).astype(np.float32)
-    for k in range(1, int(labels.max()) + 1):
-        part = labels == k
-        if part.sum() < 4 * COLOURS * 16:
-            continue
-        markers = _colour_regions(lab, part)
-        n = int(markers.max())
-        if n < 2:
-            continue
-        markers[~part] = n + 1  # outside the part: one basin of its own
-        cv2.watershed(np.ascontiguousarray(image[..., ::-1]), markers)
-        outline = cv2.morphologyEx(part.astype(np.uint8), cv2.MORPH_GRADIENT, _disc(1)) > 0
-        edge = float(grad[outline].mean()) if outline.any() else 0.0
-        near = [cv2.dilate((markers == r + 1).astype(np.uint8), _disc(1)) > 0 for r in range(n + 1)]
-        ridge = markers == -1
-        parent = list(range(n))
-        for a in range(n):
-            for b in range(a + 1, n):
-                line = ridge & near[a] & near[b] & part
-                if line.sum() >= 2 and float(grad[line].mean()) < SPLIT_EDGE * edge:
-                    parent[_root(parent, b)] = _root(parent, a)
-        held = set()
-        for x, y in np.round(handles).astype(int):
-            y, x = min(max(y, 0), part.shape[0] - 1), min(max(x, 0), part.shape[1] - 1)
-            if part[y, x]:
-                r = int(markers[y, x])
-                if r < 1 or r > n:  # on the ridge: the region beside it
-                    r = next((q + 1 for q in range(n) if near[q][y, x]), 0)
-                if r:
-                    held.add(_root(parent, r - 1))
-        if not held:
-            continue
-        kept = np.zeros(part.shape, bool)  # the held objects' regions, grown over the ridge beside them
-        for r in range(n):
-            if _root(parent, r) in held:
-                kept |= near[r]
-        for g in {_root(parent, r) for r in range(n)} - held:
-            region = np.isin(markers, [r + 1 for r in range(n) if _root(parent, r) == g])
-            rim = (cv2.dilate(region.astype(np.uint8), _disc(2)) > 0) & ~region & ~ridge
-            if rim.any() and float((rim & ~part).sum()) >= OPEN_SIDE * float(rim.sum()):
-                beside = cv2.dilate(region.astype(np.uint8), _disc(1)) > 0
-                out[(region | (ridge & beside)) & ~kept] = 0
-    return _relabel(out, handles)
-
-
-def _colour_regions(lab: np.ndarray, part: np.ndarray) -> np.ndarray:
-    """(H, W) int32 watershed markers 1..M: the connected pieces of the part's colour clusters (k-means),
-    each shrunk by a pixel, that are large enough to seed a region; 0 elsewhere."""
-    pixels = lab[part]
-    criteria = (cv2.TERM_CRITERIA_EPS + cv2.TERM_CRITERIA_MAX_ITER, 20, 1.0)
-    cv2.setRNGSeed(0)
-    k = min(COLOURS, len(pixels))
-    _, assign, _ = cv2.kmeans(pixels, k, None, criteria, 2, cv2.KMEANS_PP_CENTERS)
-    cluster = np.full(part.shape, -1, np.int32)
-    cluster[part] = assign.ravel()
-    markers = np.zeros(part.shape, np.int32)
-    least = max(6, int(0.01 * part.sum()))
-    for c in range(k):
-        core = cv2.erode((cluster == c).astype(np.uint8), _disc(1))
-        m, comp = cv2.connectedComponents(core, connectivity=4)
-        for i in range(1, m):
-            piece = comp == i
-            if piece.sum() >= least:
-                markers[piece] = markers.max() + 1
-    return markers
 
 
 def _root(parent: list[int], a: int) -> int:
