@@ -31,7 +31,7 @@ from typing import Any
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from edit_sd15 import byte_tokenizer, sync, test_picture  # noqa: E402  (the same test picture and tokenizer)
+from edit_sd15 import SD15_SCHEDULER, byte_tokenizer, sync, test_picture  # noqa: E402  (shared with SD-1.5's bench)
 
 from dragdiff.config import EditConfig, preset  # noqa: E402
 from dragdiff.editor import DragEditor  # noqa: E402
@@ -103,15 +103,6 @@ OPENCLIP_H: dict[str, Any] = dict(  # OpenCLIP ViT-H-14 text tower as SD-2.x use
     hidden_act="gelu",
     projection_dim=512,
 )
-SCHEDULER: dict[str, Any] = dict(
-    num_train_timesteps=1000,
-    beta_start=0.00085,
-    beta_end=0.012,
-    beta_schedule="scaled_linear",
-    clip_sample=False,
-    set_alpha_to_one=False,
-    steps_offset=1,
-)
 MODELS: dict[str, dict[str, Any]] = {
     "sdxl": dict(unet=SDXL_UNET, vae=dict(VAE, sample_size=1024, scaling_factor=0.13025, force_upcast=True),
                  text=(CLIP_L, OPENCLIP_BIGG), prediction="epsilon", size=1024),
@@ -162,7 +153,7 @@ def build_pipeline(name: str, tiny: bool, device: torch.device, dtype: torch.dty
         eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id,
     )
-    scheduler = DDIMScheduler(**SCHEDULER, prediction_type=spec["prediction"])
+    scheduler = DDIMScheduler(**SD15_SCHEDULER, prediction_type=spec["prediction"])
     torch.manual_seed(0)
     with device:
         unet = UNet2DConditionModel(**spec["unet"])

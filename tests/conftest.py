@@ -20,6 +20,7 @@ in memory. The text encoder and tokenizer use ``model_max_length = 16`` (not 77)
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -56,8 +57,7 @@ def build_tiny_tokenizer():  # -> transformers.CLIPTokenizer
 
 def build_tiny_pipeline(seed: int = 0):  # -> diffusers.StableDiffusionPipeline
     """Random-weight SD-1.x-topology pipeline, fp32 on CPU, deterministic for a given seed."""
-    from diffusers import AutoencoderKL, StableDiffusionPipeline, UNet2DConditionModel
-    from transformers import CLIPTextConfig, CLIPTextModel
+    from diffusers import StableDiffusionPipeline, UNet2DConditionModel
 
     from dragdiff.model.arch import build_scheduler
 
@@ -76,31 +76,8 @@ def build_tiny_pipeline(seed: int = 0):  # -> diffusers.StableDiffusionPipeline
             cross_attention_dim=32,
             attention_head_dim=2,  # SD-1.x's config calls the head count "attention_head_dim"
         )
-        vae = AutoencoderKL(
-            in_channels=3,
-            out_channels=3,
-            down_block_types=("DownEncoderBlock2D",) * 3,
-            up_block_types=("UpDecoderBlock2D",) * 3,
-            block_out_channels=(8, 16, 16),
-            layers_per_block=1,
-            norm_num_groups=8,
-            latent_channels=4,
-            sample_size=64,
-            scaling_factor=0.3,  # deliberately not SD's 0.18215: code must read vae.config.scaling_factor
-        )
-        text_encoder = CLIPTextModel(
-            CLIPTextConfig(
-                vocab_size=len(tokenizer),
-                hidden_size=32,
-                intermediate_size=37,
-                num_attention_heads=4,
-                num_hidden_layers=2,
-                max_position_embeddings=TINY_MAX_LENGTH,
-                bos_token_id=tokenizer.bos_token_id,
-                eos_token_id=tokenizer.eos_token_id,
-                pad_token_id=tokenizer.pad_token_id,
-            )
-        )
+        vae = _tiny_vae()
+        text_encoder = _tiny_text_encoder(tokenizer)
     scheduler = build_scheduler()  # SD-1.5's scheduler settings (SPEC §3), as in the embedded model
     pipe = StableDiffusionPipeline(
         vae=vae,
@@ -490,3 +467,17 @@ def make_test_image(width: int = 60, height: int = 44) -> Image.Image:
 @pytest.fixture
 def tiny_image() -> Image.Image:
     return make_test_image()
+
+
+def load_benchmark(name: str):
+    """``benchmarks/NAME.py`` as a module (benchmarks are scripts, not a package; they import each other)."""
+    import importlib.util
+
+    folder = Path(__file__).resolve().parents[1] / "benchmarks"
+    if str(folder) not in sys.path:
+        sys.path.insert(0, str(folder))
+    spec = importlib.util.spec_from_file_location(name, folder / f"{name}.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

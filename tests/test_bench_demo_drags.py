@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
 import sys
@@ -10,19 +9,13 @@ from pathlib import Path
 
 from PIL import Image
 
+from conftest import load_benchmark
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _load():
-    spec = importlib.util.spec_from_file_location("demo_drags", ROOT / "benchmarks" / "demo_drags.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_colour_mass_reads_the_exact_move_of_the_bundled_star() -> None:
-    bench = _load()
+    bench = load_benchmark("demo_drags")
     x0, a0 = bench.colour_mass(Image.open(ROOT / "examples" / "sample.png"), "sample.png")
     x1, a1 = bench.colour_mass(Image.open(ROOT / "examples" / "sample_moved.png"), "sample.png")
     assert abs((x1 - x0) - 20) < 0.5 and a1 == a0  # the ground truth moves the star 20 px, whole
@@ -35,7 +28,7 @@ def test_tiny_cpu_run_writes_table_picture_and_records(
     tmp_path: Path, tiny_pipeline_dir: Path, monkeypatch
 ) -> None:
     monkeypatch.setattr(sys, "path", list(sys.path))
-    bench = _load()
+    bench = load_benchmark("demo_drags")
     short = ["lora.steps=1", "lora.batch_size=1", "inversion.num_steps=4", "drag.max_iterations=2"]
     argv = ["--out", str(tmp_path), "--models", str(tiny_pipeline_dir), "--device", "cpu"]
     argv += ["--instructions", "star 5 tips +20", "emoji centre +30"]

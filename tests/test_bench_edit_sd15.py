@@ -2,23 +2,14 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
-BENCH = Path(__file__).resolve().parents[1] / "benchmarks" / "edit_sd15.py"
-
-
-def _load():
-    spec = importlib.util.spec_from_file_location("edit_sd15", BENCH)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from conftest import load_benchmark
 
 
 def test_tiny_cpu_smoke(tmp_path: Path, capsys) -> None:
-    bench = _load()
+    bench = load_benchmark("edit_sd15")
     out = tmp_path / "bench.json"
     fast = ["lora.steps=2", "lora.batch_size=1", "inversion.num_steps=10", "drag.max_iterations=4"]
     argv = ["--tiny", "--device", "cpu", "--no-warmup", "--out", str(out)]
@@ -35,7 +26,7 @@ def test_tiny_cpu_smoke(tmp_path: Path, capsys) -> None:
 
 
 def test_sd15_configs_match_the_published_architecture() -> None:
-    bench = _load()
+    bench = load_benchmark("edit_sd15")
     assert bench.SD15_UNET["block_out_channels"] == (320, 640, 1280, 1280)
     assert bench.SD15_UNET["cross_attention_dim"] == bench.CLIP_L14_TEXT["hidden_size"] == 768
     assert bench.SD15_VAE["scaling_factor"] == 0.18215

@@ -2,25 +2,14 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 from pathlib import Path
 
-BENCH = Path(__file__).resolve().parents[1] / "benchmarks" / "family_speed.py"
-
-
-def _load():
-    sys.path.insert(0, str(BENCH.parent))
-    spec = importlib.util.spec_from_file_location("family_speed", BENCH)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from conftest import load_benchmark
 
 
 def test_tiny_cpu_smoke(tmp_path: Path, capsys) -> None:
-    bench = _load()
+    bench = load_benchmark("family_speed")
     out = tmp_path / "family.json"
     argv = ["--tiny", "--device", "cpu", "--no-warmup", "--models", "sdxl", "--methods", "warp,dragdiffusion"]
     assert bench.main([*argv, "--out", str(out)]) == 0
@@ -37,7 +26,7 @@ def test_configs_are_the_published_architectures() -> None:
     import torch
     from diffusers import UNet2DConditionModel
 
-    bench = _load()
+    bench = load_benchmark("family_speed")
     with torch.device("meta"):
         sdxl = UNet2DConditionModel(**bench.SDXL_UNET)
         sd21 = UNet2DConditionModel(**bench.SD21_UNET)

@@ -2,27 +2,18 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import sys
 from pathlib import Path
 
 import pytest
 
-BENCH = Path(__file__).resolve().parents[1] / "benchmarks" / "speed.py"
-
-
-def _load():
-    spec = importlib.util.spec_from_file_location("speed", BENCH)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from conftest import load_benchmark
 
 
 def test_tiny_cpu_smoke(tmp_path: Path, capsys, monkeypatch) -> None:
     monkeypatch.setattr(sys, "path", list(sys.path))  # the script puts benchmarks/ on the path
-    bench = _load()
+    bench = load_benchmark("speed")
     out = tmp_path / "speed.json"
     short = ["lora.steps=2", "lora.batch_size=1", "inversion.num_steps=6", "drag.max_iterations=3"]
     argv = ["--tiny", "--device", "cpu", "--out", str(out)]
@@ -46,7 +37,7 @@ def test_tiny_cpu_smoke(tmp_path: Path, capsys, monkeypatch) -> None:
 
 def test_only_some_rows_and_a_cut_run_leaves_the_rows_done(tmp_path: Path, monkeypatch) -> None:
     monkeypatch.setattr(sys, "path", list(sys.path))
-    bench = _load()
+    bench = load_benchmark("speed")
     out = tmp_path / "speed.json"
     argv = ["--tiny", "--device", "cpu", "--out", str(out), "--only", "repeat", "--deterministic"]
     for item in ["lora.steps=1", "lora.batch_size=1", "inversion.num_steps=4", "drag.max_iterations=2"]:

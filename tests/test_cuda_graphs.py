@@ -167,6 +167,16 @@ def test_graphed_edit_of_a_generated_image_matches_eager(gpu_pipe, tmp_path) -> 
     assert np.abs(a - b).max() <= 1
 
 
+def _run_loop(graphed: bool, z, handles, forward, config: EditConfig):
+    """The latent-optimisation loop over ``z`` with Adam as the editor's on CUDA, graphed or eager."""
+    opt = torch.optim.Adam([z], lr=0.1, fused=True, capturable=True)
+    stop = threading.Event()
+    device, iterations = torch.device("cuda"), config.drag.max_iterations
+    if graphed:
+        return _graphed_iterations(device, z, handles, opt, forward, False, iterations, 0, stop)
+    return _eager_iterations(device, handles, opt, forward, False, config, stop)
+
+
 @cuda
 def test_graphed_loop_undoes_the_update_of_the_iteration_that_stops(gpu_pipe, tmp_path) -> None:
     """The stop rule fires inside a replayed iteration: ẑ_t and the count end as in the eager loop."""
@@ -184,13 +194,7 @@ def test_graphed_loop_undoes_the_update_of_the_iteration_that_stops(gpu_pipe, tm
             done = (counter >= 6).float().view(1)
             return torch.cat([done, loss.detach().view(1), (h + 1).flatten()]), loss, None
 
-        opt = torch.optim.Adam([z], lr=0.1, fused=True, capturable=True)  # as the editor's on CUDA
-        stop = threading.Event()
-        if graphed:
-            run = _graphed_iterations(torch.device("cuda"), z, handles, opt, forward, False, 10, 0, stop)
-        else:
-            run = _eager_iterations(torch.device("cuda"), handles, opt, forward, False, config, stop)
-        statuses = [(it, status) for it, _, _, status in run]
+        statuses = [(it, status) for it, _, _, status in _run_loop(graphed, z, handles, forward, config)]
         results.append((statuses, z.detach().clone()))
     (eager_status, eager_z), (graphed_status, graphed_z) = results
     assert eager_status == graphed_status == [(i, "step") for i in range(5)] + [(5, "converged")]
@@ -255,14 +259,9 @@ def test_an_optimisation_whose_capture_runs_out_of_memory_matches_eager() -> Non
             loss = (z**2).sum()
             return torch.cat([torch.zeros(1, device="cuda"), loss.detach().view(1), h.flatten()]), loss, None
 
-        opt = torch.optim.Adam([z], lr=0.1, fused=True, capturable=True)
-        stop = threading.Event()
-        if graphed:
-            run = _graphed_iterations(torch.device("cuda"), z, handles, opt, forward, False, 6, 0, stop)
-        else:
-            six = CASE.override(**{"drag.max_iterations": 6})
-            run = _eager_iterations(torch.device("cuda"), handles, opt, forward, False, six, stop)
-        results.append(([status for _, _, _, status in run], z.detach().clone()))
+        six = CASE.override(**{"drag.max_iterations": 6})
+        statuses = [status for *_, status in _run_loop(graphed, z, handles, forward, six)]
+        results.append((statuses, z.detach().clone()))
     (eager_status, eager_z), (graphed_status, graphed_z) = results
     assert graphed_status == eager_status == ["step"] * 6
     torch.testing.assert_close(graphed_z, eager_z, rtol=1e-6, atol=1e-7)

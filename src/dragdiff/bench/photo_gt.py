@@ -29,6 +29,7 @@ import numpy as np
 import torch
 
 from dragdiff.bench import metrics
+from dragdiff.geometry.support import disc
 from dragdiff.types import DragInstruction
 
 PHOTO_SIZE = (2048, 1536)  # (W, H) of the benchmark's cases (issue #20: built at >= 2048 px)
@@ -191,10 +192,6 @@ def _footprint(shape: tuple[int, int], coverage: np.ndarray, center: tuple[int, 
     return out
 
 
-def _disc(radius: int) -> np.ndarray:
-    return cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * radius + 1, 2 * radius + 1))
-
-
 @dataclass
 class RenderedCase:
     """A case's pictures: (H, W, 3) uint8 source and exact target; (H, W) bool masks."""
@@ -223,12 +220,12 @@ def render_case(case: PhotoCase) -> RenderedCase:
     hw = source.shape[:2]
     before, after = _footprint(hw, coverage, case.center), _footprint(hw, coverage, moved)
     changed = (source != target).any(axis=-1)
-    region = cv2.dilate(changed.astype(np.uint8), _disc(2)) > 0
+    region = cv2.dilate(changed.astype(np.uint8), disc(2)) > 0
     uncovered = (before > 0) & (after < 1) & changed
     mask = None
     if case.with_mask:
         grow = max(2, min(case.size) // 16)
-        mask = cv2.dilate(((before > 0) | (after > 0)).astype(np.uint8), _disc(grow)) > 0
+        mask = cv2.dilate(((before > 0) | (after > 0)).astype(np.uint8), disc(grow)) > 0
     return RenderedCase(case, source, target, mask, region, uncovered, before)
 
 
@@ -279,7 +276,7 @@ def photo_metrics(
     edit was allowed to change (default: the mask, or everything)."""
     src, tgt, out = (_tensor(a) for a in (rendered.source, rendered.target, edited))
     region = rendered.region
-    grown = cv2.dilate(rendered.uncovered.astype(np.uint8), _disc(away_px(rendered.case.size))) > 0
+    grown = cv2.dilate(rendered.uncovered.astype(np.uint8), disc(away_px(rendered.case.size))) > 0
     landed = handle_landed(rendered, edited)
     if editable is None:
         editable = rendered.mask if rendered.mask is not None else np.ones(region.shape, bool)

@@ -16,6 +16,7 @@ import cv2
 import numpy as np
 
 from dragdiff.geometry.field import PartMap
+from dragdiff.geometry.support import disc
 
 BAND = 0.6  # the band searched around a part, × the part's equivalent radius sqrt(area/π)
 MIN_OPACITY = 0.04  # a fitted darkening below this is no shadow
@@ -38,15 +39,15 @@ def shadow_maps(
     parts = [k for k in maps if (labels == k).sum() >= 16]
     if not parts:
         return old, new
-    radius = {k: max(2, round(BAND * np.sqrt((labels == k).sum() / np.pi))) for k in parts}
-    bands = {k: cv2.dilate((labels == k).astype(np.uint8), _disc(radius[k])) > 0 for k in parts}
     lum = image.astype(np.float32).mean(-1) + 1.0
     yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
     grid = np.stack([xx.ravel(), yy.ravel()], axis=1).astype(np.float64)
     for k in parts:
-        band = bands[k] & (labels == 0)
-        dark = 1.0 - lum / _smooth_background(lum, band, labels, radius[k])
-        fitted = _fit(dark, labels == k, band, radius[k])
+        part = labels == k
+        radius = max(2, round(BAND * np.sqrt(part.sum() / np.pi)))
+        band = (cv2.dilate(part.astype(np.uint8), disc(radius)) > 0) & (labels == 0)
+        dark = 1.0 - lum / _smooth_background(lum, band, labels, radius)
+        fitted = _fit(dark, part, band, radius)
         if fitted is None:
             continue
         if mask is not None:
@@ -66,7 +67,7 @@ def shadow_maps(
 def _smooth_background(lum: np.ndarray, band: np.ndarray, labels: np.ndarray, radius: int) -> np.ndarray:
     """The brightness the band would have without a shadow: a quadratic surface fitted (least squares) to the
     ring just outside it — exact on a flat or graded background, where a shadow is easiest to see."""
-    ring = (cv2.dilate(band.astype(np.uint8), _disc(max(2, radius // 2))) > 0) & ~band & (labels == 0)
+    ring = (cv2.dilate(band.astype(np.uint8), disc(max(2, radius // 2))) > 0) & ~band & (labels == 0)
     out = np.full(lum.shape, np.float32(lum[ring].mean() if ring.any() else lum.mean()))
     if ring.sum() < 12:
         return out
@@ -124,7 +125,3 @@ def _paste_shifted(dst: np.ndarray, src: np.ndarray, dx: int, dy: int) -> None:
     ys, yd = (slice(0, h - dy), slice(dy, h)) if dy >= 0 else (slice(-dy, h), slice(0, h + dy))
     xs, xd = (slice(0, w - dx), slice(dx, w)) if dx >= 0 else (slice(-dx, w), slice(0, w + dx))
     dst[yd, xd] = src[ys, xs]
-
-
-def _disc(radius: int) -> np.ndarray:
-    return cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * radius + 1, 2 * radius + 1))

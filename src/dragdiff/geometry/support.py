@@ -73,7 +73,7 @@ def _segment(image: np.ndarray, handles: np.ndarray, mask: np.ndarray | None) ->
     if mask is not None:
         inside = mask.astype(bool)
         band = max(1, round(BORDER_BAND * short))
-        core = cv2.erode(inside.astype(np.uint8), _disc(band)) > 0
+        core = cv2.erode(inside.astype(np.uint8), disc(band)) > 0
         gc[core] = cv2.GC_PR_FGD
         gc[~inside] = cv2.GC_BGD
     else:
@@ -160,11 +160,11 @@ def _split_objects(image: np.ndarray, labels: np.ndarray, handles: np.ndarray) -
         for n, i in enumerate(idx):
             markers[_disc_mask(labels.shape, handles[i : i + 1], 1.0) & part] = n + 1
         cv2.watershed(np.ascontiguousarray(image[..., ::-1]), markers)
-        outline = cv2.morphologyEx(part.astype(np.uint8), cv2.MORPH_GRADIENT, _disc(1)) > 0
+        outline = cv2.morphologyEx(part.astype(np.uint8), cv2.MORPH_GRADIENT, disc(1)) > 0
         edge = float(grad[outline].mean()) if outline.any() else 0.0
         parent = list(range(len(idx)))  # union-find over the part's handles
         ridge = (markers == -1) & part
-        near = [cv2.dilate((markers == n + 1).astype(np.uint8), _disc(1)) > 0 for n in range(len(idx))]
+        near = [cv2.dilate((markers == n + 1).astype(np.uint8), disc(1)) > 0 for n in range(len(idx))]
         for a in range(len(idx)):
             for b in range(a + 1, len(idx)):
                 line = ridge & near[a] & near[b]
@@ -236,7 +236,8 @@ def check_handles_editable(handles: np.ndarray, mask: np.ndarray | None) -> None
             )
 
 
-def _disc(radius: int) -> np.ndarray:
+def disc(radius: int) -> np.ndarray:
+    """An elliptic structuring element of ``radius`` px (OpenCV), for dilating and eroding masks."""
     return cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * radius + 1, 2 * radius + 1))
 
 

@@ -22,7 +22,7 @@ from PIL import Image
 
 from dragdiff.geometry.field import backward_maps, check_no_fold, part_maps
 from dragdiff.geometry.shadow import shadow_maps
-from dragdiff.geometry.support import check_handles_editable, handle_labels, segment_support
+from dragdiff.geometry.support import check_handles_editable, disc, handle_labels, segment_support
 from dragdiff.types import DragInstruction, InputError
 
 EDGE_PX = 1  # the support is grown by this much so the object's anti-aliased edge moves with it
@@ -80,7 +80,7 @@ def plan_warp(
     covered = alpha > 0.99
     hole = (labels > 0) & ~covered
     if seam > 0 and hole.any():
-        hole = cv2.dilate(hole.astype(np.uint8), _disc(seam)) > 0
+        hole = cv2.dilate(hole.astype(np.uint8), disc(seam)) > 0
         hole &= ~covered
         if mask is not None:
             hole &= mask
@@ -101,7 +101,7 @@ def background_plate(image: np.ndarray, plan: WarpPlan) -> np.ndarray:
     if not remove.any():
         return image.copy()
     bgr = np.ascontiguousarray(image[..., ::-1])
-    filled = cv2.inpaint(bgr, cv2.dilate(remove, _disc(1)), TELEA_RADIUS, cv2.INPAINT_TELEA)[..., ::-1]
+    filled = cv2.inpaint(bgr, cv2.dilate(remove, disc(1)), TELEA_RADIUS, cv2.INPAINT_TELEA)[..., ::-1]
     out = image.copy()
     out[remove > 0] = filled[remove > 0]
     return out
@@ -175,13 +175,9 @@ def _grow(labels: np.ndarray, px: int, mask: np.ndarray | None) -> np.ndarray:
         return labels
     out = labels.copy()
     for k in np.unique(labels[labels > 0]):
-        grown = cv2.dilate((labels == k).astype(np.uint8), _disc(px)) > 0
+        grown = cv2.dilate((labels == k).astype(np.uint8), disc(px)) > 0
         add = grown & (out == 0)
         if mask is not None:
             add &= mask
         out[add] = k
     return out
-
-
-def _disc(radius: int) -> np.ndarray:
-    return cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * radius + 1, 2 * radius + 1))
