@@ -33,6 +33,7 @@ def test_the_shadow_follows_the_object() -> None:
         after = np.abs(out[spot] - want[spot]).mean()
         assert before > 15 and after < 0.3 * before, (spot, before, after)
 
+
 def test_no_shadow_no_change_to_the_background() -> None:
     src = _picture(30, 40, 0.0)
     plan = plan_warp(src, DragInstruction.from_pairs([((30, 40), (62, 40))]))
