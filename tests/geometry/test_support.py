@@ -51,3 +51,31 @@ def test_one_shaded_object_with_two_handles_stays_one_part() -> None:
     labels = segment_support(img, handles)
     assert handle_labels(labels, handles).tolist() == [1, 1]
     assert (labels[disc] == 1).mean() > 0.95
+
+
+def test_a_touching_object_no_handle_is_on_stays_behind() -> None:
+    img = _gradient()
+    a = _shaded_disc(img, 36, 48, 13, (220, 40, 40))
+    b = _shaded_disc(img, 60, 48, 13, (40, 160, 60)) & ~a  # the green one touches the dragged red one
+    mask = np.zeros(img.shape[:2], bool)
+    mask[20:76, 10:86] = True
+    handles = np.array([[32.0, 48.0]])
+    labels = segment_support(img, handles, mask)
+    assert (labels[a] == 1).mean() > 0.9
+    assert (labels[b] > 0).mean() < 0.1
+
+
+def test_a_textured_object_moves_whole() -> None:
+    rng = np.random.default_rng(0)
+    img = _gradient()
+    yy, xx = np.mgrid[0:96, 0:96]
+    blob = (xx - 48) ** 2 + (yy - 48) ** 2 <= 22**2
+    # two-tone fur in patches: colour regions with strong borders between them, one object all the same
+    patches = np.kron(rng.integers(0, 2, (12, 12)), np.ones((8, 8), int)).astype(bool)
+    img[blob & patches] = (150, 90, 30)
+    img[blob & ~patches] = (90, 50, 20)
+    mask = np.zeros(img.shape[:2], bool)
+    mask[16:80, 16:80] = True
+    handles = np.array([[40.0, 44.0]])
+    labels = segment_support(img, handles, mask)
+    assert (labels[blob] == 1).mean() > 0.95

@@ -29,8 +29,13 @@ SEED_RADIUS = 0.02  # foreground seed disc at each handle, as a fraction of the 
 BORDER_BAND = 0.03  # band inside the mask's border taken as background, fraction of the short side
 FLOOD_TOLERANCE = 28  # colour tolerance (per channel, 0–255) of the no-mask region estimate
 GROW = 0.6  # the no-mask box: the colour region's box grown by this fraction of its size on each side
-GRABCUT_ITERATIONS = 5
+GRABCUT_ITERATIONS = 4  # 4 and 5 tie on the ground-truth suites (docs/methods.md); 4 is 20 % faster
+GRABCUT_RING = 0.3  # the sure background GrabCut sees around the undecided area, × the short side
 SPLIT_EDGE = 0.5  # a watershed line between two handles this strong (× the outline's edge) splits objects
+COLOURS = 5  # colour clusters a part is cut into to find the objects it merged (k-means, Lab)
+SHARED_COLOURS = 0.3  # ... but stays if this share of its colours is the held object's (a texture's patches)
+PATTERN_PIECES = 3  # a part with one colour in this many separate pieces is patterned and never cut
+OPEN_SIDE = 0.3  # a region of a part with at least this share of its outline on the background is an object
 SEGMENT_MAX_SIDE = 128  # longest side GrabCut runs at (the embedded model: its images at their own size)
 
 
@@ -82,7 +87,7 @@ def _segment(image: np.ndarray, handles: np.ndarray, mask: np.ndarray | None) ->
             gc[y0:y1, x0:x1] = cv2.GC_PR_FGD
     gc[seeds] = cv2.GC_FGD
     fg = _grabcut(image, gc) | seeds
-    return _split_objects(image, _label_parts(fg, handles), handles)
+    return _drop_neighbours(image, _split_objects(image, _label_parts(fg, handles), handles), handles)
 
 
 def _grabcut(image: np.ndarray, gc: np.ndarray) -> np.ndarray:
@@ -91,12 +96,19 @@ def _grabcut(image: np.ndarray, gc: np.ndarray) -> np.ndarray:
         return np.ones(gc.shape, bool)  # nothing is background: everything moves
     if not ((gc == cv2.GC_BGD) | (gc == cv2.GC_PR_BGD)).sum() >= 8:
         return (gc == cv2.GC_FGD) | (gc == cv2.GC_PR_FGD)
+    # only the undecided pixels and a ring of sure background around them (its colours: the background model)
+    ys, xs = np.nonzero(gc != cv2.GC_BGD)
+    m = max(4, round(GRABCUT_RING * min(gc.shape)))
+    y0, y1 = max(0, ys.min() - m), min(gc.shape[0], ys.max() + m + 1)
+    x0, x1 = max(0, xs.min() - m), min(gc.shape[1], xs.max() + m + 1)
     bgd, fgd = np.zeros((1, 65), np.float64), np.zeros((1, 65), np.float64)
-    labels = gc.copy()
-    bgr = np.ascontiguousarray(image[..., ::-1])
+    labels = gc[y0:y1, x0:x1].copy()
+    bgr = np.ascontiguousarray(image[y0:y1, x0:x1, ::-1])
     cv2.setRNGSeed(0)  # GrabCut's GMM initialisation draws from OpenCV's global RNG: make it reproducible
     cv2.grabCut(bgr, labels, (0, 0, 0, 0), bgd, fgd, GRABCUT_ITERATIONS, cv2.GC_INIT_WITH_MASK)
-    return (labels == cv2.GC_FGD) | (labels == cv2.GC_PR_FGD)
+    out = (gc == cv2.GC_FGD) | (gc == cv2.GC_PR_FGD)
+    out[y0:y1, x0:x1] = (labels == cv2.GC_FGD) | (labels == cv2.GC_PR_FGD)
+    return out
 
 
 def _grown_boxes(image: np.ndarray, handles: np.ndarray, radius: float) -> list[tuple[int, int, int, int]]:
@@ -180,6 +192,108 @@ def _split_objects(image: np.ndarray, labels: np.ndarray, handles: np.ndarray) -
             out[out == -1 - g] = k if r == 0 else out.max() + 1
         out[(out < 0)] = k
     return _relabel(out, handles)
+
+
+def _drop_neighbours(image: np.ndarray, labels: np.ndarray, handles: np.ndarray) -> np.ndarray:
+    """Each part without the objects it merged that no handle holds: a drag moves what the handle is on.
+
+    GrabCut calls everything that is not background foreground, so an object touching the dragged one comes
+    along (a drag across or out from behind another object). The part is cut into colour regions (k-means in
+    Lab, then a watershed on the image from the clusters' connected pieces); regions whose shared border is
+    no stronger than ``SPLIT_EDGE`` × the part's outline are one object (shading, soft highlights). Of the
+    objects no handle is on, those with at least ``OPEN_SIDE`` of their outline on the background are
+    neighbours and stay where they are; enclosed ones (a logo, an eye, an inner ring) move with the part. A
+    textured object's patches share its colour clusters (photographs: held-out regions share 0.4–0.9 of the
+    held one's, another object of the project's scenes under 0.1), so a region that shares ``SHARED_COLOURS``
+    is the same object and stays in the part.
+    """
+    out = labels.copy()
+    grad = _gradient(image)
+    lab = cv2.cvtColor(np.ascontiguousarray(image), cv2.COLOR_RGB2LAB).astype(np.float32)
+    for k in range(1, int(labels.max()) + 1):
+        part = labels == k
+        if part.sum() < 4 * COLOURS * 16:
+            continue
+        markers, cluster = _colour_regions(lab, part)
+        n = int(markers.max())
+        if n < 2 or _patterned(markers, cluster, n):
+            continue
+        markers[~part] = n + 1  # outside the part: one basin of its own
+        cv2.watershed(np.ascontiguousarray(image[..., ::-1]), markers)
+        outline = cv2.morphologyEx(part.astype(np.uint8), cv2.MORPH_GRADIENT, disc(1)) > 0
+        edge = float(grad[outline].mean()) if outline.any() else 0.0
+        near = [cv2.dilate((markers == r + 1).astype(np.uint8), disc(1)) > 0 for r in range(n + 1)]
+        ridge = markers == -1
+        parent = list(range(n))
+        for a in range(n):
+            for b in range(a + 1, n):
+                line = ridge & near[a] & near[b] & part
+                if line.sum() >= 2 and float(grad[line].mean()) < SPLIT_EDGE * edge:
+                    parent[_root(parent, b)] = _root(parent, a)
+        held = set()
+        for x, y in np.round(handles).astype(int):
+            y, x = min(max(y, 0), part.shape[0] - 1), min(max(x, 0), part.shape[1] - 1)
+            if part[y, x]:
+                r = int(markers[y, x])
+                if r < 1 or r > n:  # on the ridge: the region beside it
+                    r = next((q + 1 for q in range(n) if near[q][y, x]), 0)
+                if r:
+                    held.add(_root(parent, r - 1))
+        if not held:
+            continue
+        kept = np.zeros(part.shape, bool)  # the held objects' regions, grown over the ridge beside them
+        for r in range(n):
+            if _root(parent, r) in held:
+                kept |= near[r]
+        palette = _palette(cluster[kept & part])
+        for g in {_root(parent, r) for r in range(n)} - held:
+            region = np.isin(markers, [r + 1 for r in range(n) if _root(parent, r) == g])
+            rim = (cv2.dilate(region.astype(np.uint8), disc(2)) > 0) & ~region & ~ridge
+            open_side = rim.any() and float((rim & ~part).sum()) >= OPEN_SIDE * float(rim.sum())
+            # a texture's patches share the held object's colours; another object has its own
+            shared = float(np.minimum(_palette(cluster[region & part]), palette).sum())
+            if open_side and shared < SHARED_COLOURS:
+                beside = cv2.dilate(region.astype(np.uint8), disc(1)) > 0
+                out[(region | (ridge & beside)) & ~kept] = 0
+    return _relabel(out, handles)
+
+
+def _colour_regions(lab: np.ndarray, part: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(H, W) int32 watershed markers 1..M: the connected pieces of the part's colour clusters (k-means),
+    each shrunk by a pixel, that are large enough to seed a region, 0 elsewhere; and each pixel's cluster
+    (-1 outside the part)."""
+    pixels = lab[part]
+    criteria = (cv2.TERM_CRITERIA_EPS + cv2.TERM_CRITERIA_MAX_ITER, 20, 1.0)
+    cv2.setRNGSeed(0)
+    k = min(COLOURS, len(pixels))
+    _, assign, _ = cv2.kmeans(pixels, k, None, criteria, 2, cv2.KMEANS_PP_CENTERS)
+    cluster = np.full(part.shape, -1, np.int32)
+    cluster[part] = assign.ravel()
+    markers = np.zeros(part.shape, np.int32)
+    least = max(6, int(0.01 * part.sum()))
+    for c in range(k):
+        core = cv2.erode((cluster == c).astype(np.uint8), disc(1))
+        m, comp = cv2.connectedComponents(core, connectivity=4)
+        for i in range(1, m):
+            piece = comp == i
+            if piece.sum() >= least:
+                markers[piece] = markers.max() + 1
+    return markers, cluster
+
+
+def _patterned(markers: np.ndarray, cluster: np.ndarray, n: int) -> bool:
+    """Whether one colour of the part lies in ``PATTERN_PIECES`` or more separate pieces (a texture, a print,
+    fur): its colour regions are then patches of one object, not objects."""
+    first = np.zeros(n + 1, np.int64)
+    ids = markers.ravel()
+    first[ids] = cluster.ravel()  # each marker's cluster (all its pixels share it)
+    return int(np.bincount(first[1:], minlength=COLOURS).max()) >= PATTERN_PIECES
+
+
+def _palette(clusters: np.ndarray) -> np.ndarray:
+    """The share of each colour cluster among ``clusters`` (ids 0..COLOURS-1; -1 ignored)."""
+    counts = np.bincount(clusters[clusters >= 0], minlength=COLOURS).astype(np.float64)
+    return counts / max(1.0, counts.sum())
 
 
 def _root(parent: list[int], a: int) -> int:
