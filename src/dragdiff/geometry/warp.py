@@ -100,21 +100,34 @@ def background_plate(image: np.ndarray, plan: WarpPlan) -> np.ndarray:
         image = np.clip(np.round(image / (1 - plan.shadow_old[..., None])), 0, 255).astype(np.uint8)
     if not remove.any():
         return image.copy()
-    bgr = np.ascontiguousarray(image[..., ::-1])
-    filled = cv2.inpaint(bgr, cv2.dilate(remove, disc(1)), TELEA_RADIUS, cv2.INPAINT_TELEA)[..., ::-1]
+    # Telea reads only pixels within its radius of what it fills: run it on the box around those
+    ys, xs = np.nonzero(remove)
+    m = TELEA_RADIUS + 2
+    y0, y1 = max(0, ys.min() - m), min(remove.shape[0], ys.max() + m + 1)
+    x0, x1 = max(0, xs.min() - m), min(remove.shape[1], xs.max() + m + 1)
+    box = remove[y0:y1, x0:x1]
+    bgr = np.ascontiguousarray(image[y0:y1, x0:x1, ::-1])
+    filled = cv2.inpaint(bgr, cv2.dilate(box, disc(1)), TELEA_RADIUS, cv2.INPAINT_TELEA)[..., ::-1]
     out = image.copy()
-    out[remove > 0] = filled[remove > 0]
+    out[y0:y1, x0:x1][box > 0] = filled[box > 0]
     return out
 
 
 def composite(image: np.ndarray, plate: np.ndarray, plan: WarpPlan) -> np.ndarray:
     """The moved content (sampled from ``image`` through the backward maps) over ``plate``."""
-    moved = cv2.remap(image, plan.map_x, plan.map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
-    a = plan.alpha[..., None]
-    shade = (1 - plan.shadow_new)[..., None]  # the parts' shadows where they went (the plate has none)
-    out = plate.astype(np.float32) * shade * (1 - a) + moved.astype(np.float32) * a
-    out = np.clip(np.round(out), 0, 255).astype(np.uint8)
-    out[~plan.changed] = image[~plan.changed]  # untouched means identical
+    out = image.copy()  # untouched means identical
+    if not plan.changed.any():
+        return out
+    ys, xs = np.nonzero(plan.changed)
+    box = np.s_[ys.min() : ys.max() + 1, xs.min() : xs.max() + 1]  # nothing outside it changes
+    moved = cv2.remap(
+        image, plan.map_x[box], plan.map_y[box], cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT
+    )
+    a = plan.alpha[box][..., None]
+    shade = (1 - plan.shadow_new[box])[..., None]  # the parts' shadows where they went (the plate has none)
+    blend = plate[box].astype(np.float32) * shade * (1 - a) + moved.astype(np.float32) * a
+    changed = plan.changed[box]
+    out[box][changed] = np.clip(np.round(blend), 0, 255).astype(np.uint8)[changed]
     return out
 
 
@@ -166,7 +179,8 @@ def _scaled(
         for (x, y), _ in pairs:
             mask[round(y), round(x)] = True
     out = DragInstruction.from_pairs(pairs, mask=mask, prompt=instruction.prompt)
-    return image.convert("RGB").resize(size, Image.Resampling.LANCZOS), out
+    small_image = cv2.resize(np.asarray(image.convert("RGB")), size, interpolation=cv2.INTER_AREA)
+    return Image.fromarray(small_image), out  # the area filter: the one to shrink with, 10x PIL's Lanczos
 
 
 def _grow(labels: np.ndarray, px: int, mask: np.ndarray | None) -> np.ndarray:
