@@ -27,9 +27,9 @@ from dragdiff.editor import DragEditor  # noqa: E402
 from dragdiff.geometry.warp import warp_preview  # noqa: E402
 
 
-def time_edits(editor: DragEditor, size: int, repeats: int) -> dict[str, Any]:
+def time_edits(editor: DragEditor, size: int, repeats: int, fill: str) -> dict[str, Any]:
     image, ins = test_picture(size)
-    config = preset("warp").override(**{"runtime.precision": "auto"})
+    config = preset("warp").override(**{"runtime.precision": "auto", "warp.fill": fill})
     seconds, phases = [], []
     for _ in range(repeats + 1):  # the first one warms up (kernels, CUDA graphs)
         sync(editor.device)
@@ -70,6 +70,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--json", default=None, metavar="OUT.json")
     parser.add_argument("--no-edit", action="store_true", help="only the CPU preview")
+    parser.add_argument(
+        "--fill",
+        default="model",
+        choices=("model", "auto", "classical"),
+        help="warp.fill of the timed edit (default: model, so that the model's fill is always in the time)",
+    )
     args = parser.parse_args(argv)
     size = 64 if args.tiny else 512
     report: dict[str, Any] = {"size": size, "preview_cpu": time_preview(size, args.repeats)}
@@ -78,12 +84,13 @@ def main(argv: list[str] | None = None) -> int:
         dtype = torch.float16 if device.type == "cuda" else torch.float32
         pipe = build_pipeline(args.tiny, device, dtype)
         report["device"] = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
-        report["edit"] = time_edits(DragEditor(pipe), size, args.repeats)
+        report["fill"] = args.fill
+        report["edit"] = time_edits(DragEditor(pipe), size, args.repeats, args.fill)
     print(f"| what ({size}²) | value |\n|---|---:|")
     print(f"| warp preview, CPU, median | {report['preview_cpu']['median_ms']:.1f} ms |")
     if "edit" in report:
         e = report["edit"]
-        print(f"| warp edit on {report['device']}, first | {e['first_s']:.3f} s |")
+        print(f"| warp edit on {report['device']} (warp.fill={args.fill}), first | {e['first_s']:.3f} s |")
         print(f"| warp edit on {report['device']}, warm median | {e['warm_median_s']:.3f} s |")
         print("| phases (last) | " + ", ".join(f"{k} {v:.3f}" for k, v in e["phases_last"].items()) + " |")
     if args.json:

@@ -129,7 +129,7 @@ class DenoiseConfig:
 # drag methods (dragdiff.methods): the paper's latent optimisation, or the explicit warp + model fill
 METHOD_NAMES: tuple[str, ...] = ("dragdiffusion", "warp")
 TWO_POINT_MODES: tuple[str, ...] = ("auto", "similarity", "stretch")
-FILL_MODES: tuple[str, ...] = ("model", "classical")
+FILL_MODES: tuple[str, ...] = ("auto", "model", "classical")
 
 
 @dataclass(frozen=True)
@@ -145,7 +145,10 @@ class WarpConfig:
     two_point: str = "auto"
     seam_px: int = 2  # band around the uncovered area that the model repaints too (Inpaint4Drag: a few px)
     feather_px: int = 1  # soft inner edge where the model's pixels meet the kept ones
-    fill: str = "model"  # "model" = blended-latent denoising with the loaded model; "classical" = Telea only
+    # who paints the uncovered pixels: "model" = blended-latent denoising with the loaded model, "classical" =
+    # OpenCV Telea only, "auto" = the model where the background around a hole is textured, Telea where it is
+    # smooth (a smooth fill is the right answer there; a model's round trip only adds error: docs/methods.md)
+    fill: str = "auto"
     fill_steps: int = 20  # DDIM schedule of the fill
     fill_strength: float = 0.5  # share of it inverted and denoised again (METHODS.md probe: 0.5, 20 steps)
     fill_prompt: str = ""  # must not name the moved object (METHODS.md): empty by default

@@ -7,7 +7,9 @@ carry the content, so the method works on a weak model too. Steps:
     2. plate     the background with the moved parts removed, filled classically (OpenCV Telea)
     3. composite the moved parts over the plate, from the source's own pixels (no round trip)
     4. fill      the uncovered pixels (+ a seam band) repainted by the model: blended-latent denoising from a
-                 partial DDIM inversion at the model's work size, empty prompt (``diffusion.fill``)
+                 partial DDIM inversion at the model's work size, empty prompt (``diffusion.fill``); with
+                 ``warp.fill="auto"`` (the default) only the holes whose surroundings are textured — where the
+                 surroundings are smooth, step 2's smooth fill is kept (it is what a smooth background hides)
     5. paste     the model's pixels inside the hole only, with a feathered edge; every other pixel is the
                  composite's, and everything outside ``plan.changed`` is the source bit for bit
     6. refine    optional (``warp.refine_strength`` > 0, preset ``warp_refine``): the same blended denoising
@@ -31,7 +33,8 @@ from dragdiff.diffusion.context import EditContext
 from dragdiff.diffusion.fill import FillSettings, blended_fill, paste_hole
 from dragdiff.diffusion.graphs import GraphedForward
 from dragdiff.diffusion.inversion import image_to_tensor, tensor_to_pil
-from dragdiff.geometry.warp import background_plate, composite, plan_warp
+from dragdiff.geometry.support import disc
+from dragdiff.geometry.warp import WarpPlan, background_plate, composite, plan_warp
 from dragdiff.methods.base import DragOutcome
 from dragdiff.types import DragInstruction, ProgressEvent
 
@@ -47,10 +50,11 @@ def run(
     moved = composite(source, background_plate(source, plan), plan)  # 2, 3
     ctx.clock.lap("warp")
     yield ProgressEvent(phase="warp", step=1, total=1)
-    if settings.fill == "model" and plan.hole.any() and not stop.is_set():
+    hole = _model_hole(source, plan, settings.fill)
+    if hole.any() and not stop.is_set():
         wrap = GraphedForward if ctx.graphed else None  # CUDA graphs for the fill's fixed-shape UNet calls
         with torch.no_grad():
-            fill = _model_fill(ctx.pipe, moved, plan.hole, settings, ctx.prep.work_hw, ctx.amp, wrap)
+            fill = _model_fill(ctx.pipe, moved, hole, settings, ctx.prep.work_hw, ctx.amp, wrap)
             moved = yield from fill  # 4, 5
     ctx.clock.lap("fill")
     if settings.refine_strength > 0 and not stop.is_set():
@@ -66,8 +70,35 @@ def run(
         image=Image.fromarray(moved),
         initial_handles=instruction.handles,
         final_handles=instruction.targets,  # the warp puts each handle's content at its target exactly
-        record={"moved_parts": int(plan.labels.max()), "uncovered_pixels": int(plan.hole.sum())},
+        record={
+            "moved_parts": int(plan.labels.max()),
+            "uncovered_pixels": int(plan.hole.sum()),
+            "model_filled_pixels": int(hole.sum()),
+        },
     )
+
+
+TEXTURED = 12.0  # median |Laplacian| (grey levels, 3×3) of a hole's surroundings above which it is texture;
+# smooth gradients and flat colour measure 0–10, photographs' and fractal textures 60–90 (docs/methods.md)
+
+
+def _model_hole(source: np.ndarray, plan: WarpPlan, mode: str) -> np.ndarray:
+    """The uncovered pixels the model repaints: all (``"model"``), none (``"classical"``), or (``"auto"``) the
+    holes whose ring of background that stays is textured. The median ignores the few edges of other objects
+    the ring crosses; a texture fills all of it."""
+    if mode != "auto" or not plan.hole.any():
+        return plan.hole if mode == "model" else np.zeros_like(plan.hole)
+    grey = source.astype(np.float32).mean(-1)
+    lap = np.abs(cv2.Laplacian(grey, cv2.CV_32F, ksize=3))
+    stays = ~plan.hole & (plan.labels == 0) & (plan.landed == 0)
+    n, comp = cv2.connectedComponents(plan.hole.astype(np.uint8))
+    out = np.zeros_like(plan.hole)
+    for i in range(1, n):
+        piece = comp == i
+        ring = (cv2.dilate(piece.astype(np.uint8), disc(3)) > 0) & stays
+        if ring.sum() >= 8 and float(np.median(lap[ring])) > TEXTURED:
+            out |= piece
+    return out
 
 
 def _model_fill(
@@ -106,7 +137,4 @@ def _model_fill(
 
 
 def _dilate(region: np.ndarray, px: int) -> np.ndarray:
-    if px <= 0:
-        return region
-    disc = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * px + 1, 2 * px + 1))
-    return cv2.dilate(region.astype(np.uint8), disc) > 0
+    return region if px <= 0 else cv2.dilate(region.astype(np.uint8), disc(px)) > 0
