@@ -108,3 +108,27 @@ def test_warp_preset_through_the_editor(tiny_pipeline) -> None:
     assert result.image.size == image.size and result.record["method"] == "warp"
     assert (out[:, 52:] == src[:, 52:]).all()
     assert (out[30, 36:45] == (220, 30, 30)).all()  # the disc's pixels are the source's, at the target
+
+
+@pytest.mark.parametrize("textured", [False, True])
+def test_auto_fill_paints_a_textured_background_with_the_model_and_keeps_a_smooth_one(
+    tiny_pipeline, textured: bool
+) -> None:
+    from dragdiff.editor import DragEditor
+
+    img = _scene(20, 30)
+    if textured:  # a coarse checker behind the disc: no smooth fill can be right there
+        yy, xx = np.mgrid[0:64, 0:64]
+        checker = ((xx // 2 + yy // 2) % 2 == 0) & ~np.all(img == (220, 30, 30), axis=-1)
+        img[checker] = img[checker] // 2
+    image = Image.fromarray(img)
+    ins = DragInstruction.from_pairs([((20, 30), (40, 30))])
+    editor = DragEditor(tiny_pipeline)
+    auto = editor.edit(image, ins, preset("warp").override(**{"warp.fill_steps": 4}))
+    telea = editor.edit(image, ins, preset("warp").override(**{"warp.fill": "classical"}))
+    hole = auto.record["model_filled_pixels"]
+    assert auto.record["uncovered_pixels"] > 0
+    if textured:
+        assert hole > 0 and not np.array_equal(np.asarray(auto.image), np.asarray(telea.image))
+    else:
+        assert hole == 0 and np.array_equal(np.asarray(auto.image), np.asarray(telea.image))
