@@ -6,7 +6,9 @@ object. A warp must know which pixels move, so the support is segmented, seeded 
     foreground seeds   a small disc at every handle (the user clicked on the thing to move)
     background seeds   outside the editable mask, plus a thin band inside its border (a painted mask is
                        looser than the object); without a mask, outside the boxes grown around the
-                       colour-similar region at each handle (one box per handle)
+                       colour-similar region at each handle (one box per handle), each box grown again
+                       while a textured object still fills it to a side, then GrabCut once more started
+                       from its own answer (a stripe of the object no longer decides the colour models)
     segmentation       OpenCV's GrabCut (colour GMMs + graph cut; Rother et al. 2004) between the two: it
                        keeps multi-coloured objects whole (a face with its sunglasses) where a colour flood
                        fill would tear them, and follows edges on textured backgrounds
@@ -29,6 +31,10 @@ SEED_RADIUS = 0.02  # foreground seed disc at each handle, as a fraction of the 
 BORDER_BAND = 0.03  # band inside the mask's border taken as background, fraction of the short side
 FLOOD_TOLERANCE = 28  # colour tolerance (per channel, 0–255) of the no-mask region estimate
 GROW = 0.6  # the no-mask box: the colour region's box grown by this fraction of its size on each side
+GROW_ROUNDS = 3  # ... and grown again at most this many times where the object still reaches its side
+REFINE_MARGIN = 0.3  # the second GrabCut's probable background: this share of the object's size around it
+COLLAPSED = 3  # ... and on every side when GrabCut kept no more than this many times the handle's seed disc
+TOUCH = 0.1  # the object reaches a side of its box when it covers this share of the side's length
 GRABCUT_ITERATIONS = 4  # 4 and 5 tie on the ground-truth suites (docs/methods.md); 4 is 20 % faster
 GRABCUT_RING = 0.3  # the sure background GrabCut sees around the undecided area, × the short side
 SPLIT_EDGE = 0.5  # a watershed line between two handles this strong (× the outline's edge) splits objects
@@ -82,11 +88,13 @@ def _segment(image: np.ndarray, handles: np.ndarray, mask: np.ndarray | None) ->
         gc[core] = cv2.GC_PR_FGD
         gc[~inside] = cv2.GC_BGD
     else:
-        gc[:] = cv2.GC_BGD
-        for x0, y0, x1, y1 in _grown_boxes(image, handles, max(1.0, SEED_RADIUS * short)):
-            gc[y0:y1, x0:x1] = cv2.GC_PR_FGD
+        return _finish(image, handles, _free_foreground(image, handles, seeds))
     gc[seeds] = cv2.GC_FGD
-    fg = _grabcut(image, gc) | seeds
+    return _finish(image, handles, _grabcut(image, gc) | seeds)
+
+
+def _finish(image: np.ndarray, handles: np.ndarray, fg: np.ndarray) -> np.ndarray:
+    """The foreground as held objects: its parts by handle, touching objects split, the unheld dropped."""
     return _drop_neighbours(image, _split_objects(image, _label_parts(fg, handles), handles), handles)
 
 
@@ -109,6 +117,91 @@ def _grabcut(image: np.ndarray, gc: np.ndarray) -> np.ndarray:
     out = (gc == cv2.GC_FGD) | (gc == cv2.GC_PR_FGD)
     out[y0:y1, x0:x1] = (labels == cv2.GC_FGD) | (labels == cv2.GC_PR_FGD)
     return out
+
+
+def _free_foreground(image: np.ndarray, handles: np.ndarray, seeds: np.ndarray) -> np.ndarray:
+    """Without a mask: GrabCut inside the boxes grown around each handle's colour region, each box grown
+    again (up to ``GROW_ROUNDS`` times) on every side its object still fills to the edge.
+
+    A textured object's colour region at the handle is one stripe or patch of it, so the first box can be
+    smaller than the object; GrabCut never labels foreground outside its box, and the object would come
+    out cut along the box's straight sides.
+    """
+    h, w = image.shape[:2]
+    boxes = _grown_boxes(image, handles, max(1.0, SEED_RADIUS * min(h, w)))
+    for round_ in range(GROW_ROUNDS + 1):
+        gc = np.full((h, w), cv2.GC_BGD, np.uint8)
+        for x0, y0, x1, y1 in boxes:
+            gc[y0:y1, x0:x1] = cv2.GC_PR_FGD
+        gc[seeds] = cv2.GC_FGD
+        fg = _grabcut(image, gc) | seeds
+        if round_ == 0:
+            first = fg
+        if round_ == GROW_ROUNDS:
+            break
+        _, comp = cv2.connectedComponents(fg.astype(np.uint8), connectivity=8)
+        xy = np.round(handles).astype(int)
+        seed_px = max(1, int(seeds.sum()) // len(boxes))
+        grown = [
+            _reach(image, box, comp == comp[min(max(y, 0), h - 1), min(max(x, 0), w - 1)], seed_px)
+            for box, (x, y) in zip(boxes, xy, strict=True)
+        ]
+        if grown == boxes:
+            break
+        boxes = grown
+    if fg is not first and not _textured(image, fg & ~first):
+        fg = first  # what the bigger boxes added is plain: background let in (a smooth gradient), not object
+    return _refine(image, fg, seeds)
+
+
+def _refine(image: np.ndarray, fg: np.ndarray, seeds: np.ndarray) -> np.ndarray:
+    """GrabCut again, started from its own answer: the first run's colour models start from the whole box,
+    mostly background, so the object's darker colours can go to the background model (an object cut in half
+    along a stripe); started from the found object, probably-foreground there and probably-background in a
+    margin of ``REFINE_MARGIN`` × its size around it, the models start right."""
+    ys, xs = np.nonzero(fg)
+    h, w = fg.shape
+    m = max(2, round(REFINE_MARGIN * max(np.ptp(ys), np.ptp(xs))))
+    gc = np.full((h, w), cv2.GC_BGD, np.uint8)
+    gc[max(0, ys.min() - m) : ys.max() + m + 1, max(0, xs.min() - m) : xs.max() + m + 1] = cv2.GC_PR_BGD
+    gc[fg] = cv2.GC_PR_FGD
+    gc[seeds] = cv2.GC_FGD
+    return _grabcut(image, gc) | seeds
+
+
+def _reach(
+    image: np.ndarray, box: tuple[int, int, int, int], part: np.ndarray, seed_px: int
+) -> tuple[int, int, int, int]:
+    """``box`` grown by ``GROW`` of its size on each side (not the image's edge) that ``part`` fills for at
+    least ``TOUCH`` of its length; on every side if ``part`` is no more than ``COLLAPSED`` × the seed (the
+    box lay inside the object, so its ring of "background" was the object and GrabCut kept only the seed)."""
+    x0, y0, x1, y1 = box
+    h, w = part.shape
+    gx, gy = max(2, round(GROW * (x1 - x0))), max(2, round(GROW * (y1 - y0)))
+    side_x, side_y = TOUCH * (y1 - y0), TOUCH * (x1 - x0)
+    if part.sum() <= COLLAPSED * seed_px:
+        side_x = side_y = 0  # every side
+    elif not _textured(image, part):
+        return box  # a plain part reaching its box's side is another object beside it, not more of it
+    if x0 > 0 and part[y0:y1, x0].sum() >= side_x:
+        x0 = max(0, x0 - gx)
+    if x1 < w and part[y0:y1, x1 - 1].sum() >= side_x:
+        x1 = min(w, x1 + gx)
+    if y0 > 0 and part[y0, x0:x1].sum() >= side_y:
+        y0 = max(0, y0 - gy)
+    if y1 < h and part[y1 - 1, x0:x1].sum() >= side_y:
+        y1 = min(h, y1 + gy)
+    return (x0, y0, x1, y1)
+
+
+def _textured(image: np.ndarray, part: np.ndarray) -> bool:
+    """Whether ``part`` is patterned (``_patterned``: one colour in several separate pieces)."""
+    if part.sum() < 4 * COLOURS * 16:
+        return False
+    lab = cv2.cvtColor(np.ascontiguousarray(image), cv2.COLOR_RGB2LAB).astype(np.float32)
+    markers, cluster = _colour_regions(lab, part)
+    n = int(markers.max())
+    return n >= 2 and _patterned(markers, cluster, n)
 
 
 def _grown_boxes(image: np.ndarray, handles: np.ndarray, radius: float) -> list[tuple[int, int, int, int]]:
