@@ -7,7 +7,8 @@ object. A warp must know which pixels move, so the support is segmented, seeded 
     background seeds   outside the editable mask, plus a thin band inside its border (a painted mask is
                        looser than the object); without a mask, outside the boxes grown around the
                        colour-similar region at each handle (one box per handle), each box grown again
-                       while a textured object still fills it to a side, then GrabCut once more started
+                       while a textured object (fine detail, or one colour in separate patches) still
+                       fills it to a side, then GrabCut once more started
                        from its own answer (a stripe of the object no longer decides the colour models)
     segmentation       OpenCV's GrabCut (colour GMMs + graph cut; Rother et al. 2004) between the two: it
                        keeps multi-coloured objects whole (a face with its sunglasses) where a colour flood
@@ -41,6 +42,11 @@ SPLIT_EDGE = 0.5  # a watershed line between two handles this strong (× the out
 COLOURS = 5  # colour clusters a part is cut into to find the objects it merged (k-means, Lab)
 SHARED_COLOURS = 0.3  # ... but stays if this share of its colours is the held object's (a texture's patches)
 PATTERN_PIECES = 3  # a part with one colour in this many separate pieces is patterned and never cut
+TEXTURE_MIN_PX = 4 * COLOURS * 16  # a part smaller than this is too small to tell whether it is patterned
+FINE_DETAIL = 30.0  # ... and textured where its median |Laplacian| (grey, 3×3) is above this: smooth
+# gradients and flat colour measure 0–10; at 128 px the photo suite's backgrounds 10–18, its striped objects
+# 110–145
+DETAIL_MIN_PX = 32  # ... measured on at least this many pixels inside the part (a median needs no more)
 OPEN_SIDE = 0.3  # a region of a part with at least this share of its outline on the background is an object
 SEGMENT_MAX_SIDE = 128  # longest side GrabCut runs at (the embedded model: its images at their own size)
 
@@ -181,8 +187,9 @@ def _reach(
     side_x, side_y = TOUCH * (y1 - y0), TOUCH * (x1 - x0)
     if part.sum() <= COLLAPSED * seed_px:
         side_x = side_y = 0  # every side
-    elif not _textured(image, part):
+    elif part.sum() >= TEXTURE_MIN_PX and not _textured(image, part):
         return box  # a plain part reaching its box's side is another object beside it, not more of it
+    # (a part too small to judge is grown: ``_free_foreground`` keeps what that adds only if it is textured)
     if x0 > 0 and part[y0:y1, x0].sum() >= side_x:
         x0 = max(0, x0 - gx)
     if x1 < w and part[y0:y1, x1 - 1].sum() >= side_x:
@@ -195,8 +202,15 @@ def _reach(
 
 
 def _textured(image: np.ndarray, part: np.ndarray) -> bool:
-    """Whether ``part`` is patterned (``_patterned``: one colour in several separate pieces)."""
-    if part.sum() < 4 * COLOURS * 16:
+    """Whether ``part`` is textured: fine detail inside it (median |Laplacian| above ``FINE_DETAIL``: stripes
+    or grain too thin to be colour regions at the size segmentation runs at) or patterned (``_patterned``:
+    one colour in several separate pieces)."""
+    inner = cv2.erode(part.astype(np.uint8), disc(1)) > 0  # not the outline: its edge is no texture
+    if inner.sum() >= DETAIL_MIN_PX:
+        grey = cv2.cvtColor(np.ascontiguousarray(image), cv2.COLOR_RGB2GRAY).astype(np.float32)
+        if float(np.median(np.abs(cv2.Laplacian(grey, cv2.CV_32F, ksize=3))[inner])) > FINE_DETAIL:
+            return True
+    if part.sum() < TEXTURE_MIN_PX:
         return False
     lab = cv2.cvtColor(np.ascontiguousarray(image), cv2.COLOR_RGB2LAB).astype(np.float32)
     markers, cluster = _colour_regions(lab, part)
@@ -305,7 +319,7 @@ def _drop_neighbours(image: np.ndarray, labels: np.ndarray, handles: np.ndarray)
     lab = cv2.cvtColor(np.ascontiguousarray(image), cv2.COLOR_RGB2LAB).astype(np.float32)
     for k in range(1, int(labels.max()) + 1):
         part = labels == k
-        if part.sum() < 4 * COLOURS * 16:
+        if part.sum() < TEXTURE_MIN_PX:
             continue
         markers, cluster = _colour_regions(lab, part)
         n = int(markers.max())
