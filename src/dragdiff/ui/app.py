@@ -60,6 +60,8 @@ PREVIEW_MAX = 256  # the warp preview is computed at most this long side (benchm
 PRESET_NOTES: dict[str, str] = {
     "warp": "moves the pixels exactly; the model fills only what they uncover. No LoRA, ~1 s on a CPU "
     "at 128 px",
+    "warp_refine": "the warp, then the model re-paints every changed pixel from {c.warp.refine_strength:.0%} "
+    "noise: smoother seams on a strong model; on the embedded model it undoes part of the move",
     "dragdiffusion": "the paper's latent optimisation: identity LoRA ({c.lora.steps} steps) + "
     "{c.drag.max_iterations} drag iterations. Slow; on a weak model the content may not follow",
     "faithful": "dragdiffusion run as the reference code structures it (no fast path): the baseline, slowest",
