@@ -232,8 +232,8 @@ class EditConfig:
     runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
     warp: WarpConfig = field(default_factory=WarpConfig)
     # which drag method runs (METHOD_NAMES). "warp" by default: on the ground-truth suite it puts the content
-    # at the target (48-case suite, seed 0: handle error 1.3 px vs 18.7 for no edit; dragdiffusion scored 18.3 on
-    # the earlier 24-case suite, docs/methods.md); presets name theirs
+    # at the target (48-case suite, seed 0: handle error 1.3 px vs 18.7 for no edit; dragdiffusion scored
+    # 18.3 on the earlier 24-case suite, docs/methods.md); presets name theirs
     method: str = "warp"
     # With a mask: every pixel outside it is the input's own (a feathered seam just inside the mask). Not in
     # the paper (its output is the whole decoded picture: the ``faithful`` preset keeps that structure);
