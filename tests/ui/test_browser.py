@@ -126,6 +126,7 @@ def _image_box(page: Any, selector: str) -> tuple[float, float, float, int, int]
     """(left, top, css px per natural px, natural w, natural h) of an <img> drawn with object-fit: contain."""
     img = page.locator(selector)
     img.evaluate("e => e.complete && e.naturalWidth > 0 || new Promise(ok => e.addEventListener('load', ok))")
+    img.scroll_into_view_if_needed()  # mouse clicks land only inside the viewport
     box = img.bounding_box()
     nat_w, nat_h = img.evaluate("e => [e.naturalWidth, e.naturalHeight]")
     r = min(box["width"] / nat_w, box["height"] / nat_h, 1.0)
@@ -151,7 +152,9 @@ def _click_pixel(page: Any, x: int, y: int, size: tuple[int, int]) -> None:
 
 def _paint_across_the_middle(page: Any) -> None:
     """One brush stroke through the middle third of the editor canvas (the image is centred in it)."""
-    box = page.locator("#dd-editor canvas").first.bounding_box()
+    canvas = page.locator("#dd-editor canvas").first
+    canvas.scroll_into_view_if_needed()  # the stroke lands only inside the viewport
+    box = canvas.bounding_box()
     cx, cy = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
     page.mouse.move(cx - box["width"] * 0.12, cy)
     page.mouse.down()
