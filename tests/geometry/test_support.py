@@ -98,6 +98,21 @@ def test_a_finely_striped_object_without_a_mask_moves_whole(
     assert (labels[~inside] > 0).sum() < 0.1 * inside.sum()  # the textured background stays
 
 
+def test_a_two_colour_striped_disc_without_a_mask_moves_whole() -> None:
+    # The handle's colour region is one stripe, tall and thin: GrabCut's second run must look across the
+    # stripes as far as along them, or the disc's sides stay behind (0.78 of it moved).
+    size = 128
+    img = _gradient(size)
+    yy, xx = np.mgrid[0:size, 0:size]
+    blob = (xx - 64) ** 2 + (yy - 64) ** 2 <= 30**2
+    red = (xx // 5) % 2 == 0
+    img[blob & red] = (200, 40, 40)
+    img[blob & ~red] = (40, 40, 160)
+    labels = segment_support(img, np.array([[64.0, 64.0]]))
+    assert (labels[blob] == 1).mean() > 0.97
+    assert (labels[~blob] > 0).mean() < 0.02
+
+
 def test_a_large_patched_object_without_a_mask_moves_whole_and_leaves_the_gradient() -> None:
     size = 128
     rng = np.random.default_rng(0)

@@ -167,9 +167,12 @@ def _refine(image: np.ndarray, fg: np.ndarray, seeds: np.ndarray) -> np.ndarray:
     margin of ``REFINE_MARGIN`` × its size around it, the models start right."""
     ys, xs = np.nonzero(fg)
     h, w = fg.shape
-    m = max(2, round(REFINE_MARGIN * max(np.ptp(ys), np.ptp(xs))))
+    side = max(np.ptp(ys), np.ptp(xs))
+    m = max(2, round(REFINE_MARGIN * side))
+    # square around the found part: a part that is one stripe of the object is thin across the stripes
+    my, mx = m + (side - np.ptp(ys)) // 2, m + (side - np.ptp(xs)) // 2
     gc = np.full((h, w), cv2.GC_BGD, np.uint8)
-    gc[max(0, ys.min() - m) : ys.max() + m + 1, max(0, xs.min() - m) : xs.max() + m + 1] = cv2.GC_PR_BGD
+    gc[max(0, ys.min() - my) : ys.max() + my + 1, max(0, xs.min() - mx) : xs.max() + mx + 1] = cv2.GC_PR_BGD
     gc[fg] = cv2.GC_PR_FGD
     gc[seeds] = cv2.GC_FGD
     return _grabcut(image, gc) | seeds
