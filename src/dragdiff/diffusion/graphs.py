@@ -97,8 +97,11 @@ def try_capture(fn: Callable[[], Any], what: str) -> CapturedStep | None:
     except torch.OutOfMemoryError:
         gc.collect()
         torch.cuda.empty_cache()
-        log.warning("not enough GPU memory to capture the %s as a CUDA graph: going on without graphs "
-                    "(slower, same result; runtime.cuda_graphs=false skips the attempt)", what)
+        log.warning(
+            "not enough GPU memory to capture the %s as a CUDA graph: going on without graphs "
+            "(slower, same result; runtime.cuda_graphs=false skips the attempt)",
+            what,
+        )
         return None
 
 
