@@ -248,6 +248,32 @@ def test_a_capture_that_runs_out_of_memory_goes_on_eagerly(gpu_pipe, caplog) -> 
 
 
 @cuda
+def test_a_capture_that_fails_once_is_tried_again_on_an_emptied_cache(gpu_pipe, caplog) -> None:
+    unet = gpu_pipe.unet
+    gen = torch.Generator().manual_seed(0)
+    length, dim = gpu_pipe.tokenizer.model_max_length, gpu_pipe.text_encoder.config.hidden_size
+    cond = Conditioning(torch.randn((1, length, dim), generator=gen).cuda())
+    failed = []
+
+    def forward(z, t):
+        if not failed and torch.cuda.is_current_stream_capturing():
+            failed.append(True)
+            _huge_while_capturing()
+        return unet_eps(unet, z, t, cond)
+
+    caplog.set_level("INFO", logger="dragdiff.diffusion.graphs")
+    graphed = GraphedForward(forward)
+    for t in (901, 601, 301):  # warm-up, capture (fails, then succeeds), replay
+        z = torch.randn((1, 4, 16, 16), generator=gen).cuda()
+        with torch.no_grad():
+            want = unet_eps(unet, z, t, cond)
+        torch.testing.assert_close(graphed(z, t), want, rtol=1e-5, atol=1e-6)
+    assert failed and graphed._graphs  # the second attempt was captured and replayed
+    assert "after emptying the allocator's cache" in caplog.text
+    assert "not enough GPU memory" not in caplog.text
+
+
+@cuda
 def test_an_optimisation_whose_capture_runs_out_of_memory_matches_eager() -> None:
     results = []
     for graphed in (False, True):

@@ -91,18 +91,27 @@ class CapturedStep:
 def try_capture(fn: Callable[[], Any], what: str) -> CapturedStep | None:
     """``CapturedStep(fn)``, or None when the GPU has no memory left for the graph (an SDXL 1024² latent
     optimisation: the graph's private pool comes on top of what the eager loop holds): the caller goes on
-    eagerly. Nothing has run by then (a capture records kernels, it does not execute them)."""
-    try:
-        return CapturedStep(fn)
-    except torch.OutOfMemoryError:
-        gc.collect()
-        torch.cuda.empty_cache()
-        log.warning(
-            "not enough GPU memory to capture the %s as a CUDA graph: going on without graphs "
-            "(slower, same result; runtime.cuda_graphs=false skips the attempt)",
-            what,
-        )
-        return None
+    eagerly. Nothing has run by then (a capture records kernels, it does not execute them).
+
+    The allocator cannot hand back its cached free blocks while a capture runs (that needs a synchronisation),
+    so memory left cached by an earlier phase may fail a capture that would fit: after an out-of-memory error
+    the cache is emptied and the capture tried once more."""
+    for attempt in range(2):
+        try:
+            step = CapturedStep(fn)
+        except torch.OutOfMemoryError:
+            gc.collect()
+            torch.cuda.empty_cache()
+            continue
+        if attempt:
+            log.info("captured the %s after emptying the allocator's cache", what)
+        return step
+    log.warning(
+        "not enough GPU memory to capture the %s as a CUDA graph: going on without graphs "
+        "(slower, same result; runtime.cuda_graphs=false skips the attempt)",
+        what,
+    )
+    return None
 
 
 _WARM: set[Any] = set()  # tags of the computations this process has run eagerly on the device
