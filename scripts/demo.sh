@@ -3,7 +3,7 @@
 # method (warp): the red star is moved 20 px to the right by its five tips.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-source scripts/setup.sh
+source scripts/setup.sh ""  # no extras; explicit, or a bare `source` hands setup.sh this script's arguments
 mkdir -p out
 dragdiff edit examples/sample.png \
   --drag 47,39:67,39 --drag 24,56:44,56 --drag 71,56:91,56 --drag 33,84:53,84 --drag 62,84:82,84 \

@@ -5,7 +5,7 @@
 # Extra arguments go to the edit (e.g. --roi full to see what editing the whole picture at 128 px does).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-source scripts/setup.sh
+source scripts/setup.sh ""  # no extras; explicit, or a bare `source` hands setup.sh this script's arguments
 mkdir -p out
 dragdiff edit examples/photo/grace_hopper.jpg --drag 388,507:388,470 --mask examples/photo/grace_hopper_mask.png \
   -o out/grace_hopper_edited.jpg "$@"

@@ -4,7 +4,7 @@
 # (e.g. --preset dragdiffusion to see the paper's method on the same instructions).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-source scripts/setup.sh
+source scripts/setup.sh ""  # no extras; explicit, or a bare `source` hands setup.sh this script's arguments
 bash scripts/demo.sh "$@"
 E=(--drag 51,64:71,64 --drag 24,64:44,64 --drag 78,64:98,64 --drag 51,37:71,37 --drag 51,91:71,91
    --mask examples/emoji_mask.png)
