@@ -5,8 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from dragdiff.bench import photo_gt
+from dragdiff.bench import gtsuite, photo_gt
 from dragdiff.geometry.support import handle_labels, segment_support
+from dragdiff.model.scenes import render_masks
 
 
 def _gradient(size: int = 96) -> np.ndarray:
@@ -125,3 +126,20 @@ def test_a_large_patched_object_without_a_mask_moves_whole_and_leaves_the_gradie
     labels = segment_support(img, np.array([[60.0, 62.0]]))
     assert (labels[blob] == 1).mean() > 0.95  # the box grown past the handle's patch (was 0.87)
     assert (labels[~blob] > 0).mean() < 0.02  # bigger boxes never let the plain background in
+
+
+
+def test_two_objects_joined_by_a_one_pixel_neck_are_split_without_a_mask() -> None:
+    # ground-truth suite seed 23, multi_object case 21: a heart's tip meets a diamond's corner and the two are
+    # dragged apart. GrabCut joins them by a neck a pixel wide; as one part the warp scaled it, and the whole
+    # picture with it (PSNR outside 8 dB), instead of moving each object
+    case = gtsuite.make_case(23, 21)
+    source, _, _, _ = gtsuite.render_case(case)
+    handles = np.array(case.handles)
+    labels = segment_support(np.asarray(source), handles)
+    assert handle_labels(labels, handles).tolist() == [1, 2]
+    cover = render_masks([case.source], case.size)[0].numpy() > 0.5  # (objects, S, S)
+    for k, obj in enumerate(case.objects, start=1):
+        other = case.objects[2 - k]
+        assert (labels[cover[obj]] == k).mean() > 0.9
+        assert (labels[cover[other]] == k).mean() < 0.05

@@ -268,7 +268,9 @@ def _split_objects(image: np.ndarray, labels: np.ndarray, handles: np.ndarray) -
     handle's disc seeds a watershed over the part (OpenCV, on the image's own colour edges); two handles stay
     together if the line between their regions runs through the part's smooth inside (mean colour gradient
     along it below ``SPLIT_EDGE`` of the part's outline's), and are split if it follows an edge as strong as
-    the outline (the border between two objects). Pixels keep their part otherwise.
+    the outline (the border between two objects), or if their regions never meet because the basin flooding
+    in from outside the part came between them (two objects joined only by a neck a pixel or two wide, where
+    GrabCut let the background through). Pixels keep their part otherwise.
     """
     out = labels.copy()
     grad = _gradient(image)
@@ -290,7 +292,12 @@ def _split_objects(image: np.ndarray, labels: np.ndarray, handles: np.ndarray) -
         for a in range(len(idx)):
             for b in range(a + 1, len(idx)):
                 line = ridge & near[a] & near[b]
-                if not line.any() or float(grad[line].mean()) < SPLIT_EDGE * edge:
+                if not line.any():
+                    # no ridge: the regions touch from their seeds on (one object), or never meet because the
+                    # outside's basin came between them (two objects joined by a thin neck of the part)
+                    if (near[a] & (markers == b + 1)).any():
+                        parent[_root(parent, b)] = _root(parent, a)
+                elif float(grad[line].mean()) < SPLIT_EDGE * edge:
                     parent[_root(parent, b)] = _root(parent, a)
         groups = sorted({_root(parent, a) for a in range(len(idx))})
         if len(groups) < 2:
