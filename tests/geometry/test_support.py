@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
+from PIL import Image
 
 from dragdiff.bench import gtsuite, photo_gt
 from dragdiff.geometry.support import handle_labels, segment_support
@@ -128,11 +131,10 @@ def test_a_large_patched_object_without_a_mask_moves_whole_and_leaves_the_gradie
     assert (labels[~blob] > 0).mean() < 0.02  # bigger boxes never let the plain background in
 
 
-
-def test_two_objects_joined_by_a_one_pixel_neck_are_split_without_a_mask() -> None:
+def test_two_objects_that_grabcut_joined_are_split_without_a_mask() -> None:
     # ground-truth suite seed 23, multi_object case 21: a heart's tip meets a diamond's corner and the two are
-    # dragged apart. GrabCut joins them by a neck a pixel wide; as one part the warp scaled it, and the whole
-    # picture with it (PSNR outside 8 dB), instead of moving each object
+    # dragged apart. GrabCut takes both (and the shadow between them) as one part; as one part the warp scaled
+    # it, and the whole picture with it (PSNR outside 8 dB), instead of moving each object
     case = gtsuite.make_case(23, 21)
     source, _, _, _ = gtsuite.render_case(case)
     handles = np.array(case.handles)
@@ -143,3 +145,14 @@ def test_two_objects_joined_by_a_one_pixel_neck_are_split_without_a_mask() -> No
         other = case.objects[2 - k]
         assert (labels[cover[obj]] == k).mean() > 0.9
         assert (labels[cover[other]] == k).mean() < 0.05
+
+
+def test_a_face_with_sunglasses_and_five_handles_stays_one_part() -> None:
+    # the README's emoji drag: handles on the forehead, the glasses and the chin; the watershed from outside
+    # floods between some of their regions, which must not cut the face into pieces
+    root = Path(__file__).resolve().parents[2] / "examples"
+    img = np.asarray(Image.open(root / "emoji.png").convert("RGB"))
+    mask = np.asarray(Image.open(root / "emoji_mask.png").convert("L")) > 127
+    handles = np.array([[51.0, 64.0], [24.0, 64.0], [78.0, 64.0], [51.0, 37.0], [51.0, 91.0]])
+    labels = segment_support(img, handles, mask)
+    assert handle_labels(labels, handles).tolist() == [1] * 5

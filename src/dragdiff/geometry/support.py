@@ -47,6 +47,7 @@ FINE_DETAIL = 30.0  # ... and textured where its median |Laplacian| (grey, 3×3)
 # gradients and flat colour measure 0–10; at 128 px the photo suite's backgrounds 10–18, its striped objects
 # 110–145
 DETAIL_MIN_PX = 32  # ... measured on at least this many pixels inside the part (a median needs no more)
+WALLED = 0.8  # two handles' regions that never meet, each this much bordered by the outside's flood: split
 OPEN_SIDE = 0.3  # a region of a part with at least this share of its outline on the background is an object
 SEGMENT_MAX_SIDE = 128  # longest side GrabCut runs at (the embedded model: its images at their own size)
 
@@ -268,9 +269,10 @@ def _split_objects(image: np.ndarray, labels: np.ndarray, handles: np.ndarray) -
     handle's disc seeds a watershed over the part (OpenCV, on the image's own colour edges); two handles stay
     together if the line between their regions runs through the part's smooth inside (mean colour gradient
     along it below ``SPLIT_EDGE`` of the part's outline's), and are split if it follows an edge as strong as
-    the outline (the border between two objects), or if their regions never meet because the basin flooding
-    in from outside the part came between them (two objects joined only by a neck a pixel or two wide, where
-    GrabCut let the background through). Pixels keep their part otherwise.
+    the outline (the border between two objects). Where the regions never meet (the basin flooding in from
+    outside the part came between them) the handles stay together, unless both regions are walled in by that
+    basin (at least ``WALLED`` of their rims lie on it, not on other handles' regions): two objects that
+    GrabCut joined where they touch, each bordered by background only. Pixels keep their part otherwise.
     """
     out = labels.copy()
     grad = _gradient(image)
@@ -288,14 +290,16 @@ def _split_objects(image: np.ndarray, labels: np.ndarray, handles: np.ndarray) -
         edge = float(grad[outline].mean()) if outline.any() else 0.0
         parent = list(range(len(idx)))  # union-find over the part's handles
         ridge = (markers == -1) & part
+        flood = markers == len(idx) + 1  # outside the part, and what the outside's basin took of it
+        walled = [_walled(markers == n + 1, flood, markers == -1) for n in range(len(idx))]
         near = [cv2.dilate((markers == n + 1).astype(np.uint8), disc(1)) > 0 for n in range(len(idx))]
         for a in range(len(idx)):
             for b in range(a + 1, len(idx)):
                 line = ridge & near[a] & near[b]
                 if not line.any():
-                    # no ridge: the regions touch from their seeds on (one object), or never meet because the
-                    # outside's basin came between them (two objects joined by a thin neck of the part)
-                    if (near[a] & (markers == b + 1)).any():
+                    # no ridge: the outside's basin came between the two regions. One object (a face's parts
+                    # around its sunglasses) unless both are walled in by it (two objects GrabCut joined)
+                    if min(walled[a], walled[b]) < WALLED:
                         parent[_root(parent, b)] = _root(parent, a)
                 elif float(grad[line].mean()) < SPLIT_EDGE * edge:
                     parent[_root(parent, b)] = _root(parent, a)
@@ -411,6 +415,12 @@ def _palette(clusters: np.ndarray) -> np.ndarray:
     """The share of each colour cluster among ``clusters`` (ids 0..COLOURS-1; -1 ignored)."""
     counts = np.bincount(clusters[clusters >= 0], minlength=COLOURS).astype(np.float64)
     return counts / max(1.0, counts.sum())
+
+
+def _walled(region: np.ndarray, flood: np.ndarray, ridge: np.ndarray) -> float:
+    """Share of a watershed region's 2-px rim (ridge pixels left out) that ``flood`` holds."""
+    rim = (cv2.dilate(region.astype(np.uint8), disc(2)) > 0) & ~region & ~ridge
+    return float((rim & flood).sum()) / max(1, int(rim.sum()))
 
 
 def _root(parent: list[int], a: int) -> int:
