@@ -15,7 +15,8 @@ object. A warp must know which pixels move, so the support is segmented, seeded 
                        fill would tear them, and follows edges on textured backgrounds
     clean-up           keep only the connected parts that hold a handle; fill their holes
     split              a part holding several handles is cut along strong colour edges between them (two
-                       touching objects, one handle each), by a watershed seeded at the handles
+                       touching objects, one handle each), by a watershed seeded at the handles, or where
+                       each handle's watershed region is walled in by the background's
 
 The support is one label image: 0 = stays, k = moved with handle group k (the component that holds it), so
 drags on different objects never mix. Pure numpy + OpenCV; image arrays are (H, W, 3) uint8 RGB.
