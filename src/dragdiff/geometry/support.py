@@ -16,7 +16,7 @@ object. A warp must know which pixels move, so the support is segmented, seeded 
     clean-up           keep only the connected parts that hold a handle; fill their holes
     split              a part holding several handles is cut along strong colour edges between them (two
                        touching objects, one handle each), by a watershed seeded at the handles, or where
-                       each handle's watershed region is walled in by the background's
+                       their watershed regions never meet and each is walled in by the background's flood
 
 The support is one label image: 0 = stays, k = moved with handle group k (the component that holds it), so
 drags on different objects never mix. Pure numpy + OpenCV; image arrays are (H, W, 3) uint8 RGB.
@@ -292,7 +292,6 @@ def _split_objects(image: np.ndarray, labels: np.ndarray, handles: np.ndarray) -
         parent = list(range(len(idx)))  # union-find over the part's handles
         ridge = (markers == -1) & part
         flood = markers == len(idx) + 1  # outside the part, and what the outside's basin took of it
-        walled = [_walled(markers == n + 1, flood, markers == -1) for n in range(len(idx))]
         near = [cv2.dilate((markers == n + 1).astype(np.uint8), disc(1)) > 0 for n in range(len(idx))]
         for a in range(len(idx)):
             for b in range(a + 1, len(idx)):
@@ -300,7 +299,8 @@ def _split_objects(image: np.ndarray, labels: np.ndarray, handles: np.ndarray) -
                 if not line.any():
                     # no ridge: the outside's basin came between the two regions. One object (a face's parts
                     # around its sunglasses) unless both are walled in by it (two objects GrabCut joined)
-                    if min(walled[a], walled[b]) < WALLED:
+                    walls = (_walled(markers == n + 1, flood, markers == -1) for n in (a, b))
+                    if min(walls) < WALLED:
                         parent[_root(parent, b)] = _root(parent, a)
                 elif float(grad[line].mean()) < SPLIT_EDGE * edge:
                     parent[_root(parent, b)] = _root(parent, a)
