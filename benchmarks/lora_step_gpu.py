@@ -14,7 +14,11 @@ variant reports the median GPU time of a replayed step (CUDA events) and the cap
     sdpa-<backend>      hooked-native with that SDPA backend first (FLASH_ATTENTION, EFFICIENT_ATTENTION)
     drag-autocast / drag-native   an optimisation iteration's UNet work (batch 1, forward + backward to
                         the latent) under autocast and natively, for comparison
-    compile             (--compile) hooked-native with the UNet under ``torch.compile`` (its compile time)
+    compile-lora / compile-drag   (--compile) hooked-native / drag-native with the whole UNet under
+                        ``torch.compile`` (compiled inside the adapter, then captured; ``compile_s``)
+    compile-regional-lora / -drag  (--compile) each resnet and resampler block compiled instead
+
+``--model DIR`` uses that diffusers folder's UNet (e.g. the embedded model) at its own sample size.
 
 ``--profile`` adds a kernel table of the hooked-native step (torch.profiler). The JSON is rewritten after
 every variant, so a run cut short keeps what it measured.
@@ -129,7 +133,8 @@ def lora_step(
     dim = unet.config.cross_attention_dim
     b = cfg.batch_size
     cond = torch.randn(b, 77, dim, device=device, dtype=torch.float16)
-    x = torch.randn(b, 4, 64, 64, device=device)
+    side = unet.config.sample_size
+    x = torch.randn(b, 4, side, side, device=device)
     target = torch.randn_like(x)
     t = torch.randint(0, 1000, (b,), device=device)
     run = forward or unet
@@ -151,10 +156,11 @@ def lora_step(
         yield step
 
 
-def drag_step(unet: Any, amp: bool) -> Iterator[Callable[[], Any]]:
+def drag_step(unet: Any, amp: bool, forward: Any = None) -> Iterator[Callable[[], Any]]:
     device = unet.device
     cond = torch.randn(1, 77, unet.config.cross_attention_dim, device=device, dtype=torch.float16)
-    z = torch.randn(1, 4, 64, 64, device=device, requires_grad=True)
+    side = unet.config.sample_size
+    z = torch.randn(1, 4, side, side, device=device, requires_grad=True)
     t = torch.full((1,), 681, device=device, dtype=torch.long)
     opt = torch.optim.Adam([z], lr=0.01, fused=True, capturable=True)
     with channels_last(unet, True):
@@ -162,7 +168,7 @@ def drag_step(unet: Any, amp: bool) -> Iterator[Callable[[], Any]]:
         def step() -> torch.Tensor:
             ctx = torch.autocast("cuda", dtype=torch.float16) if amp else contextlib.nullcontext()
             with ctx:
-                eps = unet(z if amp else z.half(), t, cond).sample
+                eps = (forward or unet)(z if amp else z.half(), t, cond).sample
             loss = eps.float().square().mean()
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -185,6 +191,41 @@ def measure(gen: Iterator[Callable[[], Any]], sdpa: str | None = None) -> dict[s
         peak = torch.cuda.max_memory_allocated() / 2**30
     getattr(gen, "close", lambda: None)()
     return {"ms_per_step": ms, "setup_s": setup, "peak_gib": peak}
+
+
+def _blocks(unet: Any) -> list[torch.nn.Module]:
+    """The modules a regional compile wraps: the resnets and up/down samplers, none of which holds an adapted
+    Linear (LoRA hooks inside compiled code would be missed when they change: Dynamo skips hook guards)."""
+    from diffusers.models.resnet import Downsample2D, ResnetBlock2D, Upsample2D
+
+    kinds = (ResnetBlock2D, Downsample2D, Upsample2D)
+    return [m for m in unet.modules() if isinstance(m, kinds)]
+
+
+def measure_compiled(
+    unet: Any, make_step: Callable[[Any], Iterator[Callable[[], Any]]], how: str
+) -> dict[str, float]:
+    """Compile (the whole UNet, or each block), run one eager step (compiles forward and backward), then
+    capture and replay the step as ``measure`` does; the row adds the compile's wall time."""
+    torch._dynamo.reset()
+    start = time.perf_counter()
+    blocks = _blocks(unet) if how == "blocks" else []
+    for block in blocks:
+        block.compile()
+    fwd = torch.compile(unet) if how == "whole" else unet
+    gen = make_step(fwd)
+    try:
+        step = next(gen)
+        on_side_stream(step)
+        torch.cuda.synchronize()
+        compile_s = time.perf_counter() - start
+        row = measure(iter([step]))
+        row["compile_s"] = compile_s
+    finally:
+        gen.close()
+        for block in blocks:
+            block._compiled_call_impl = None
+    return row
 
 
 def profile_table(step: Callable[[], Any], steps: int = 4) -> str:
@@ -219,14 +260,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default=None)
     parser.add_argument("--compile", action="store_true")
     parser.add_argument("--profile", action="store_true")
+    parser.add_argument("--model", default=None, help="a diffusers folder whose UNet to use")
     parser.add_argument("--only", default=None, help="comma-separated variant names (default: all)")
     args = parser.parse_args(argv)
     if not torch.cuda.is_available():
         raise SystemExit("lora_step_gpu.py needs a CUDA device (the variants are CUDA graphs)")
     device = torch.device("cuda")
     start = time.perf_counter()
-    pipe = build_pipeline(False, device, torch.float16)
-    unet = pipe.unet.requires_grad_(False)
+    if args.model:
+        from diffusers import UNet2DConditionModel
+
+        unet = UNet2DConditionModel.from_pretrained(args.model, subfolder="unet", torch_dtype=torch.float16)
+        unet = unet.to(device).requires_grad_(False)
+    else:
+        unet = build_pipeline(False, device, torch.float16).unet.requires_grad_(False)
     cfg = LoraConfig()
     report: dict[str, Any] = {"device": torch.cuda.get_device_name(device), "torch": torch.__version__}
     report["build_s"] = time.perf_counter() - start
@@ -292,22 +339,27 @@ def main(argv: list[str] | None = None) -> int:
         print(name, rows[name], flush=True)
         save()
     if args.compile:
-        start = time.perf_counter()
-        compiled = torch.compile(unet)
-        try:
-            gen = lora_step(unet, cfg, "hooked", False, True, forward=compiled)
-            step = next(gen)
-            on_side_stream(step)
-            torch.cuda.synchronize()
-            compile_s = time.perf_counter() - start
-            row = measure(iter([step]))
-            row["compile_s"] = compile_s
-            gen.close()
-        except Exception as exc:
-            row = {"error": f"{type(exc).__name__}: {exc}"[:500], "after_s": time.perf_counter() - start}
-        rows["compile"] = row
-        print("compile", row, flush=True)
-        save()
+        torch._dynamo.config.automatic_dynamic_shapes = False  # batch 4 and batch 1: two static graphs
+        torch._dynamo.config.recompile_limit = 64  # regional: one graph per block shape
+
+        def lora(fwd: Any) -> Iterator[Callable[[], Any]]:
+            return lora_step(unet, cfg, "hooked", False, True, forward=fwd)
+
+        compile_variants: list[tuple[str, Callable[[Any], Iterator[Callable[[], Any]]], str]] = [
+            ("compile-regional-lora", lora, "blocks"),
+            ("compile-regional-drag", lambda fwd: drag_step(unet, False, forward=fwd), "blocks"),
+            ("compile-lora", lora, "whole"),
+            ("compile-drag", lambda fwd: drag_step(unet, False, forward=fwd), "whole"),
+        ]
+        for name, make_step, how in compile_variants:
+            if only is not None and name not in only:
+                continue
+            try:
+                rows[name] = measure_compiled(unet, make_step, how)
+            except Exception as exc:
+                rows[name] = {"error": f"{type(exc).__name__}: {exc}"[:800]}
+            print(name, rows[name], flush=True)
+            save()
     report["complete"] = True
     save()
     return 0

@@ -204,7 +204,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", default=None, help="default: cuda if available, else cpu")
     parser.add_argument("--dtype", default=None, choices=("fp32", "fp16", "bf16"), help="weights dtype")
     parser.add_argument("--set", action="append", default=[], dest="overrides", metavar="SECTION.FIELD=VALUE")
-    parser.add_argument("--compile", action="store_true", help="torch.compile the transformer blocks (slow)")
+    parser.add_argument("--compile", action="store_true", help="= --set runtime.compile=true")
     parser.add_argument(
         "--cudnn-benchmark",
         action="store_true",
@@ -262,7 +262,7 @@ def run_rows(
     determinism: dict[str, Any],
 ) -> tuple[dict[str, dict[str, Any]], dict[str, Any]]:
     """Build the pipeline, time the selected rows in order, rewrite ``--out`` after each."""
-    cfgs = configs(args.overrides)
+    cfgs = configs(args.overrides + (["runtime.compile=true"] if args.compile else []))
     size = 64 if args.tiny else 512
     image, ins = test_picture(size)
     s = size / 512
@@ -274,13 +274,6 @@ def run_rows(
     }
     start = time.perf_counter()
     pipe = build_pipeline(args.tiny, device, dtype)
-    if args.compile:
-        # the transformer blocks only: a whole-UNet compile ignores the feature hook added after its first
-        # trace (Dynamo does not guard on hooks); block-level hooks stay outside the compiled code
-        # one graph per block shape (SD-1.5: 3 widths × 3 resolutions, + LoRA/processor variants): raise the
-        # recompile limit, or Dynamo falls back to eager after 8
-        torch._dynamo.config.recompile_limit = 64
-        pipe.unet.compile_repeated_blocks()
     report: dict[str, Any] = {
         "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
         "device": str(device),

@@ -211,10 +211,16 @@ class RuntimeConfig:
     # host's launch overhead (diffusion/graphs.py; checked against eager in tests/test_cuda_graphs.py).
     # Ignored on CPU and by the faithful path.
     cuda_graphs: bool = True
+    # The fast path's `dragdiffusion` edit with the UNet's convolution blocks under torch.compile (issue #18;
+    # diffusion/compiled.py): fused GroupNorm/SiLU/residual kernels. Off by default: the first edit of each
+    # shape in a process compiles (minutes on a cold cache for SD-1.5), so it pays in long-lived processes
+    # (the web UI, the Python API, `dragdiff bench`) on CUDA, not for one CLI edit.
+    compile: bool = False
 
     def __post_init__(self) -> None:
         _check(self.precision in PRECISIONS, "runtime.precision", self.precision, f"one of {PRECISIONS}")
         _check(isinstance(self.cuda_graphs, bool), "runtime.cuda_graphs", self.cuda_graphs, "true or false")
+        _check(isinstance(self.compile, bool), "runtime.compile", self.compile, "true or false")
         _check(self.preview_every >= 0, "runtime.preview_every", self.preview_every, ">= 0")
 
 

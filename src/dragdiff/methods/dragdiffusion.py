@@ -6,7 +6,8 @@
     5. denoise     [z_t, ẑ_t] with reference-latent control (§5)
     6. decode      the edited branch, resized back to the input size
 (Step 1, prepare, is the editor's.) Generated-image mode skips steps 2–3 and keeps classifier-free guidance.
-The fast path (``runtime.fast``) merges the LoRA into the weights and runs the UNet channels-last on CUDA.
+The fast path (``runtime.fast``) merges the LoRA into the weights and runs the UNet channels-last on CUDA;
+with ``runtime.compile`` its convolution blocks run under ``torch.compile``.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from contextlib import nullcontext
 from typing import Any
 
 from dragdiff.config import EditConfig
+from dragdiff.diffusion.compiled import compiled_blocks
 from dragdiff.diffusion.context import EditContext
 from dragdiff.diffusion.denoise import denoise_controlled
 from dragdiff.diffusion.lora import LoraState, lora_adapter, merged_lora
@@ -32,7 +34,8 @@ def run(
     ctx: EditContext, instruction: DragInstruction, config: EditConfig, stop: threading.Event
 ) -> Generator[ProgressEvent, None, DragOutcome]:
     prep, unet, fast, clock = ctx.prep, ctx.pipe.unet, config.runtime.fast, ctx.clock
-    with channels_last(unet, fast and ctx.device.type == "cuda"):
+    compiled = compiled_blocks(unet, fast and config.runtime.compile)
+    with channels_last(unet, fast and ctx.device.type == "cuda"), compiled:
         lora: LoraState | None = None
         if prep.work_image is not None and config.lora.enabled and config.lora.steps > 0:
             lora = yield from ctx.caches.identity_lora(prep.work_image, prep.prompt, config)  # 2
