@@ -32,7 +32,7 @@ if [ "${PART:-steps}" = steps ]; then
     done
   done | tee "$OUT/imports.txt"
   python3 -X importtime -c "import dragdiff.editor; from diffusers import UNet2DConditionModel" 2> "$OUT/importtime.txt"
-  [ "${TESTS_S:-90}" -gt 0 ] && step gpu_tests "${TESTS_S:-90}" python3 -m pytest -q -m gpu tests/test_cuda_graphs.py
+  [ "${TESTS_S:-150}" -gt 0 ] && step gpu_tests "${TESTS_S:-150}" python3 -m pytest -q -m gpu tests/test_cuda_graphs.py
   step compile_sd15 "${SD15_S:-420}" python3 benchmarks/lora_step_gpu.py --compile \
       --only "hooked-native,drag-native,$R,compile-lora,compile-drag" --out "$OUT/compile_sd15.json"
 else

@@ -152,6 +152,25 @@ def test_graphed_edit_matches_eager(gpu_pipe, tmp_path, mask: bool, previews: in
 
 
 @cuda
+def test_compiled_blocks_inside_the_graphs_match_the_graphed_edit(gpu_pipe, tmp_path) -> None:
+    """``runtime.compile`` (Triton kernels for the convolution blocks) replayed in the same CUDA graphs."""
+    image = make_test_image()
+    m = np.zeros((44, 60), dtype=bool)
+    m[6:40, 6:56] = True
+    ins = DragInstruction.from_pairs([((21, 22), (44, 22))], mask=m, prompt="a cat")
+    plain, plain_track = _trajectory(DragEditor(gpu_pipe, lora_cache_dir=tmp_path / "a"), image, ins, CASE)
+    editor = DragEditor(gpu_pipe, lora_cache_dir=tmp_path / "b")
+    on = CASE.override(**{"runtime.compile": True})
+    compiled, compiled_track = _trajectory(editor, image, ins, on)
+    assert compiled_track.shape == plain_track.shape == (10, 1, 2)
+    assert np.abs(compiled_track - plain_track).max() <= 1.0  # image px; fused kernels round differently
+    diff = np.abs(np.asarray(compiled.image, np.float32) - np.asarray(plain.image, np.float32))
+    assert diff.max() <= 3  # 8-bit levels
+    again, again_track = _trajectory(editor, image, ins, on.override(**{"seed": 1}))  # compiled code reused
+    assert again_track.shape == (10, 1, 2) and again.timings["total"] < compiled.timings["total"]
+
+
+@cuda
 def test_graphed_edit_of_a_generated_image_matches_eager(gpu_pipe, tmp_path) -> None:
     """Generated-image mode: classifier-free guidance doubles every batch; no LoRA, no inversion."""
     editor = DragEditor(gpu_pipe, lora_cache_dir=tmp_path)
