@@ -154,12 +154,17 @@ def _free_foreground(image: np.ndarray, handles: np.ndarray, seeds: np.ndarray) 
             _reach(image, box, comp == comp[min(max(y, 0), h - 1), min(max(x, 0), w - 1)], seed_px)
             for box, (x, y) in zip(boxes, xy, strict=True)
         ]
-        if grown == boxes:
-            break
+        if grown == boxes or any(_whole_picture(box, (h, w)) for box in grown):
+            break  # a box over the whole picture leaves GrabCut no background: the texture is the picture's
         boxes = grown
     if fg is not first and not _textured(image, fg & ~first):
         fg = first  # what the bigger boxes added is plain: background let in (a smooth gradient), not object
     return _refine(image, fg, seeds)
+
+
+def _whole_picture(box: tuple[int, int, int, int], hw: tuple[int, int]) -> bool:
+    x0, y0, x1, y1 = box
+    return x0 == 0 and y0 == 0 and x1 == hw[1] and y1 == hw[0]
 
 
 def _refine(image: np.ndarray, fg: np.ndarray, seeds: np.ndarray) -> np.ndarray:
