@@ -184,3 +184,18 @@ def test_growing_over_a_textured_background_stops_before_the_whole_picture() -> 
     cover = render_masks([case.source], case.size)[0].numpy() > 0.5  # (objects, S, S)
     for k, obj in zip(handle_labels(labels, handles), case.objects, strict=True):
         assert (labels[cover[obj]] == k).mean() > 0.9
+
+
+def test_a_background_pattern_taken_along_is_not_read_as_the_object_s_texture() -> None:
+    # ground-truth suite seed 5, multi_object case 5, no mask: GrabCut took the wavy background's darker waves
+    # along with a blue star (a part of 4,974 px for a 724-px star); as one colour in several pieces they made
+    # the part "patterned", so nothing was cut off. Their colour covers much of the picture outside the part:
+    # it is the background's pattern, and the waves are dropped as neighbours
+    case = gtsuite.make_case(5, 5)
+    source, _, mask, _ = gtsuite.render_case(case)
+    handles = np.array(case.handles)
+    labels = segment_support(np.asarray(source), handles, mask)
+    cover = render_masks([case.source], case.size)[0].numpy() > 0.5  # (objects, S, S)
+    for k, obj in zip(handle_labels(labels, handles), case.objects, strict=True):
+        assert (labels[cover[obj]] == k).mean() > 0.9
+        assert (labels == k).sum() < 2 * cover[obj].sum()  # the object and its shadow, not the waves

@@ -49,6 +49,7 @@ FINE_DETAIL = 30.0  # ... and textured where its median |Laplacian| (grey, 3×3)
 # 110–145
 DETAIL_MIN_PX = 32  # ... measured on at least this many pixels inside the part (a median needs no more)
 WALLED = 0.8  # two handles' regions that never meet, each this much bordered by the outside's flood: split
+SURROUND_SHARE = 0.2  # a part's colour covering this share of the picture outside it is the surroundings
 OPEN_SIDE = 0.3  # a region of a part with at least this share of its outline on the background is an object
 SEGMENT_MAX_SIDE = 128  # longest side GrabCut runs at (the embedded model: its images at their own size)
 
@@ -354,7 +355,7 @@ def _drop_neighbours(image: np.ndarray, labels: np.ndarray, handles: np.ndarray)
             continue
         markers, cluster = _colour_regions(lab, part)
         n = int(markers.max())
-        if n < 2 or _patterned(markers, cluster, n):
+        if n < 2 or _patterned(markers, cluster, n, _surrounding_colours(lab, part, cluster)):
             continue
         markers[~part] = n + 1  # outside the part: one basin of its own
         cv2.watershed(np.ascontiguousarray(image[..., ::-1]), markers)
@@ -419,13 +420,41 @@ def _colour_regions(lab: np.ndarray, part: np.ndarray) -> tuple[np.ndarray, np.n
     return markers, cluster
 
 
-def _patterned(markers: np.ndarray, cluster: np.ndarray, n: int) -> bool:
+def _patterned(
+    markers: np.ndarray, cluster: np.ndarray, n: int, ignore: frozenset[int] = frozenset()
+) -> bool:
     """Whether one colour of the part lies in ``PATTERN_PIECES`` or more separate pieces (a texture, a print,
-    fur): its colour regions are then patches of one object, not objects."""
+    fur): its colour regions are then patches of one object, not objects. Colours in ``ignore`` (the
+    surroundings', ``_surrounding_colours``) do not count: their pieces may be background taken along."""
     first = np.zeros(n + 1, np.int64)
     ids = markers.ravel()
     first[ids] = cluster.ravel()  # each marker's cluster (all its pixels share it)
-    return int(np.bincount(first[1:], minlength=COLOURS).max()) >= PATTERN_PIECES
+    counts = np.bincount(first[1:], minlength=COLOURS)
+    counts[list(ignore)] = 0
+    return int(counts.max()) >= PATTERN_PIECES
+
+
+def _surrounding_colours(lab: np.ndarray, part: np.ndarray, cluster: np.ndarray) -> frozenset[int]:
+    """The part's colour clusters that also cover ``SURROUND_SHARE`` of the picture outside it: a pattern of
+    those colours continues outside the part (a checkerboard, waves), so it is the background's.
+
+    An outside pixel belongs to its nearest cluster centre when it lies as close to it as 90 % of that
+    cluster's own pixels do."""
+    band = ~part
+    if not band.any():
+        return frozenset()
+    ids = [c for c in range(COLOURS) if (cluster == c).any()]
+    centres = np.stack([lab[cluster == c].mean(axis=0) for c in ids])  # (K, 3)
+    reach = [
+        float(np.percentile(np.linalg.norm(lab[cluster == c] - centres[i], axis=1), 90))
+        for i, c in enumerate(ids)
+    ]
+    around = lab[band]  # (B, 3)
+    d = np.linalg.norm(around[:, None, :] - centres[None], axis=2)  # (B, K)
+    nearest = d.argmin(axis=1)
+    close = d[np.arange(len(around)), nearest] <= np.maximum(np.array(reach)[nearest], 3.0)
+    share = np.bincount(nearest[close], minlength=len(ids)) / len(around)
+    return frozenset(c for i, c in enumerate(ids) if share[i] >= SURROUND_SHARE)
 
 
 def _palette(clusters: np.ndarray) -> np.ndarray:
