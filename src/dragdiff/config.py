@@ -213,8 +213,9 @@ class RuntimeConfig:
     cuda_graphs: bool = True
     # The fast path's `dragdiffusion` edit with the UNet's convolution blocks under torch.compile (issue #18;
     # diffusion/compiled.py): fused GroupNorm/SiLU/residual kernels. Off by default: the first edit of each
-    # shape in a process compiles (minutes on a cold cache for SD-1.5), so it pays in long-lived processes
-    # (the web UI, the Python API, `dragdiff bench`) on CUDA, not for one CLI edit.
+    # shape in a process compiles (minutes without Inductor's cache), so it is meant for long-lived processes
+    # on CUDA (the web UI, the Python API, `dragdiff bench`); not yet measured on a GPU, slower on the CPU
+    # (docs/engine.md).
     compile: bool = False
 
     def __post_init__(self) -> None:
