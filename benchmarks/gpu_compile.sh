@@ -25,7 +25,7 @@ step() {  # step NAME LIMIT CMD...: the command's output in $OUT/NAME.log, its t
 R="compile-regional-lora,compile-regional-drag"
 if [ "${PART:-steps}" = steps ]; then
   step compile_sd15 "${SD15_S:-420}" python3 benchmarks/lora_step_gpu.py --compile \
-      --only "hooked-native,drag-native,$R,compile-lora,compile-drag" --out "$OUT/compile_sd15.json"
+      --only "${VARIANTS:-hooked-native,drag-native,$R,compile-lora,compile-drag}" --out "$OUT/compile_sd15.json"
   [ "${TESTS_S:-150}" -gt 0 ] && step gpu_tests "${TESTS_S:-150}" python3 -m pytest -q -m gpu tests/test_cuda_graphs.py
   for i in 1 2 3; do  # what a CLI process pays before any work: interpreter + imports (wall)
     for what in "import torch" "import torch, diffusers.utils" "import dragdiff.editor" \
