@@ -199,3 +199,17 @@ def test_a_background_pattern_taken_along_is_not_read_as_the_object_s_texture() 
     for k, obj in zip(handle_labels(labels, handles), case.objects, strict=True):
         assert (labels[cover[obj]] == k).mean() > 0.9
         assert (labels == k).sum() < 2 * cover[obj].sum()  # the object and its shadow, not the waves
+
+
+def test_a_block_of_background_checks_taken_along_is_dropped_whole() -> None:
+    # ground-truth suite seed 11, move case 16, no mask: a green hexagon on a red/pink checkerboard. GrabCut
+    # took a block of checks around it; the checks on the block's rim were open to the background and dropped,
+    # but the ones inside the block were bordered by other checks only and stayed (a 3,862-px part for a
+    # 681-px hexagon). Once its neighbours are dropped, a check is open to the background too
+    case = gtsuite.make_case(11, 16)
+    source, _, mask, _ = gtsuite.render_case(case)
+    handles = np.array(case.handles)
+    labels = segment_support(np.asarray(source), handles, mask)
+    hexagon = render_masks([case.source], case.size)[0].numpy()[case.objects[0]] > 0.5
+    assert (labels[hexagon] == 1).mean() > 0.9
+    assert (labels > 0).sum() < 2 * hexagon.sum()  # the hexagon and its shadow

@@ -385,15 +385,24 @@ def _drop_neighbours(image: np.ndarray, labels: np.ndarray, handles: np.ndarray)
             if _root(parent, r) in held:
                 kept |= near[r]
         palette = _palette(cluster[kept & part])
-        for g in {_root(parent, r) for r in range(n)} - held:
-            region = np.isin(markers, [r + 1 for r in range(n) if _root(parent, r) == g])
-            rim = (cv2.dilate(region.astype(np.uint8), disc(2)) > 0) & ~region & ~ridge
-            open_side = rim.any() and float((rim & ~part).sum()) >= OPEN_SIDE * float(rim.sum())
-            # a texture's patches share the held object's colours; another object has its own
-            shared = float(np.minimum(_palette(cluster[region & part]), palette).sum())
-            if open_side and shared < SHARED_COLOURS:
-                beside = cv2.dilate(region.astype(np.uint8), disc(1)) > 0
-                out[(region | (ridge & beside)) & ~kept] = 0
+        # an unheld object open to the background is a neighbour; so is one that becomes open once the
+        # neighbours around it are gone (a block of a background's checks); one the held object encloses stays
+        unheld, inside, dropping = {_root(parent, r) for r in range(n)} - held, part.copy(), True
+        while dropping:
+            dropping = False
+            for g in sorted(unheld):
+                region = np.isin(markers, [r + 1 for r in range(n) if _root(parent, r) == g])
+                rim = (cv2.dilate(region.astype(np.uint8), disc(2)) > 0) & ~region & ~ridge
+                open_side = rim.any() and float((rim & ~inside).sum()) >= OPEN_SIDE * float(rim.sum())
+                # a texture's patches share the held object's colours; another object has its own
+                shared = float(np.minimum(_palette(cluster[region & part]), palette).sum())
+                if open_side and shared < SHARED_COLOURS:
+                    beside = cv2.dilate(region.astype(np.uint8), disc(1)) > 0
+                    drop = (region | (ridge & beside)) & ~kept
+                    out[drop] = 0
+                    inside &= ~drop
+                    unheld.discard(g)
+                    dropping = True
     return _relabel(out, handles)
 
 
