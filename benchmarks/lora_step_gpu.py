@@ -42,6 +42,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from edit_sd15 import build_pipeline  # noqa: E402
 
 from dragdiff.config import LoraConfig  # noqa: E402
+from dragdiff.diffusion.compiled import compiled_blocks  # noqa: E402
 from dragdiff.diffusion.graphs import CapturedStep, on_side_stream  # noqa: E402
 from dragdiff.diffusion.lora import hooked_lora, lora_adapter  # noqa: E402
 from dragdiff.diffusion.unet import channels_last  # noqa: E402
@@ -193,38 +194,25 @@ def measure(gen: Iterator[Callable[[], Any]], sdpa: str | None = None) -> dict[s
     return {"ms_per_step": ms, "setup_s": setup, "peak_gib": peak}
 
 
-def _blocks(unet: Any) -> list[torch.nn.Module]:
-    """The modules a regional compile wraps: the resnets and up/down samplers, none of which holds an adapted
-    Linear (LoRA hooks inside compiled code would be missed when they change: Dynamo skips hook guards)."""
-    from diffusers.models.resnet import Downsample2D, ResnetBlock2D, Upsample2D
-
-    kinds = (ResnetBlock2D, Downsample2D, Upsample2D)
-    return [m for m in unet.modules() if isinstance(m, kinds)]
-
-
 def measure_compiled(
     unet: Any, make_step: Callable[[Any], Iterator[Callable[[], Any]]], how: str
 ) -> dict[str, float]:
-    """Compile (the whole UNet, or each block), run one eager step (compiles forward and backward), then
-    capture and replay the step as ``measure`` does; the row adds the compile's wall time."""
+    """Compile (the whole UNet, or its convolution blocks as ``runtime.compile`` does: ``compiled_blocks``),
+    run one eager step (compiles forward and backward), then capture and replay the step as ``measure``
+    does; the row adds the compile's wall time."""
     torch._dynamo.reset()
     start = time.perf_counter()
-    blocks = _blocks(unet) if how == "blocks" else []
-    for block in blocks:
-        block.compile()
-    fwd = torch.compile(unet) if how == "whole" else unet
-    gen = make_step(fwd)
-    try:
-        step = next(gen)
-        on_side_stream(step)
-        torch.cuda.synchronize()
-        compile_s = time.perf_counter() - start
-        row = measure(iter([step]))
-        row["compile_s"] = compile_s
-    finally:
-        gen.close()
-        for block in blocks:
-            block._compiled_call_impl = None
+    with compiled_blocks(unet, how == "blocks"):
+        gen = make_step(torch.compile(unet) if how == "whole" else unet)
+        try:
+            step = next(gen)
+            on_side_stream(step)
+            torch.cuda.synchronize()
+            compile_s = time.perf_counter() - start
+            row = measure(iter([step]))
+            row["compile_s"] = compile_s
+        finally:
+            gen.close()
     return row
 
 
