@@ -355,7 +355,11 @@ def _drop_neighbours(image: np.ndarray, labels: np.ndarray, handles: np.ndarray)
             continue
         markers, cluster = _colour_regions(lab, part)
         n = int(markers.max())
-        if n < 2 or _patterned(markers, cluster, n, _surrounding_colours(lab, part, cluster)):
+        if n < 2:
+            continue
+        if _patterned(markers, cluster, n) and _patterned(
+            markers, cluster, n, _surrounding_colours(lab, part, cluster)
+        ):
             continue
         markers[~part] = n + 1  # outside the part: one basin of its own
         cv2.watershed(np.ascontiguousarray(image[..., ::-1]), markers)
@@ -387,21 +391,22 @@ def _drop_neighbours(image: np.ndarray, labels: np.ndarray, handles: np.ndarray)
         palette = _palette(cluster[kept & part])
         # an unheld object open to the background is a neighbour; so is one that becomes open once the
         # neighbours around it are gone (a block of a background's checks); one the held object encloses stays
-        unheld, inside, dropping = {_root(parent, r) for r in range(n)} - held, part.copy(), True
+        others = {}  # the unheld objects with colours of their own: (region, rim)
+        for g in sorted({_root(parent, r) for r in range(n)} - held):
+            region = np.isin(markers, [r + 1 for r in range(n) if _root(parent, r) == g])
+            # a texture's patches share the held object's colours; another object has its own
+            if float(np.minimum(_palette(cluster[region & part]), palette).sum()) < SHARED_COLOURS:
+                others[g] = (region, _rim(region, ridge))
+        inside, dropping = part.copy(), True
         while dropping:
             dropping = False
-            for g in sorted(unheld):
-                region = np.isin(markers, [r + 1 for r in range(n) if _root(parent, r) == g])
-                rim = (cv2.dilate(region.astype(np.uint8), disc(2)) > 0) & ~region & ~ridge
-                open_side = rim.any() and float((rim & ~inside).sum()) >= OPEN_SIDE * float(rim.sum())
-                # a texture's patches share the held object's colours; another object has its own
-                shared = float(np.minimum(_palette(cluster[region & part]), palette).sum())
-                if open_side and shared < SHARED_COLOURS:
+            for g, (region, rim) in list(others.items()):
+                if rim.any() and float((rim & ~inside).sum()) >= OPEN_SIDE * float(rim.sum()):
                     beside = cv2.dilate(region.astype(np.uint8), disc(1)) > 0
                     drop = (region | (ridge & beside)) & ~kept
                     out[drop] = 0
                     inside &= ~drop
-                    unheld.discard(g)
+                    del others[g]
                     dropping = True
     return _relabel(out, handles)
 
@@ -449,16 +454,13 @@ def _surrounding_colours(lab: np.ndarray, part: np.ndarray, cluster: np.ndarray)
 
     An outside pixel belongs to its nearest cluster centre when it lies as close to it as 90 % of that
     cluster's own pixels do."""
-    band = ~part
-    if not band.any():
+    if part.all():
         return frozenset()
     ids = [c for c in range(COLOURS) if (cluster == c).any()]
-    centres = np.stack([lab[cluster == c].mean(axis=0) for c in ids])  # (K, 3)
-    reach = [
-        float(np.percentile(np.linalg.norm(lab[cluster == c] - centres[i], axis=1), 90))
-        for i, c in enumerate(ids)
-    ]
-    around = lab[band]  # (B, 3)
+    members = [lab[cluster == c] for c in ids]  # (P_c, 3) each
+    centres = np.stack([m.mean(axis=0) for m in members])  # (K, 3)
+    reach = [float(np.percentile(np.linalg.norm(m - centres[i], axis=1), 90)) for i, m in enumerate(members)]
+    around = lab[~part]  # (B, 3)
     d = np.linalg.norm(around[:, None, :] - centres[None], axis=2)  # (B, K)
     nearest = d.argmin(axis=1)
     close = d[np.arange(len(around)), nearest] <= np.maximum(np.array(reach)[nearest], 3.0)
@@ -472,9 +474,14 @@ def _palette(clusters: np.ndarray) -> np.ndarray:
     return counts / max(1.0, counts.sum())
 
 
+def _rim(region: np.ndarray, ridge: np.ndarray) -> np.ndarray:
+    """A watershed region's 2-px rim, its ridge pixels left out."""
+    return (cv2.dilate(region.astype(np.uint8), disc(2)) > 0) & ~region & ~ridge
+
+
 def _walled(region: np.ndarray, flood: np.ndarray, ridge: np.ndarray) -> float:
-    """Share of a watershed region's 2-px rim (ridge pixels left out) that ``flood`` holds."""
-    rim = (cv2.dilate(region.astype(np.uint8), disc(2)) > 0) & ~region & ~ridge
+    """Share of a watershed region's rim (``_rim``) that ``flood`` holds."""
+    rim = _rim(region, ridge)
     return float((rim & flood).sum()) / max(1, int(rim.sum()))
 
 
