@@ -27,7 +27,7 @@ CURRENT: dict[str, object] = {}
 
 
 def _pairs(image: np.ndarray, labels: np.ndarray, handles: np.ndarray) -> np.ndarray:
-    """``_split_objects`` with its pairs recorded first (the same watershed, outline and ridge)."""
+    """``_split_objects`` with its pairs recorded first (its watershed, ``_handle_watershed``)."""
     grad = S._gradient(image)
     objects = CURRENT["objects"]
     assert isinstance(objects, list)
@@ -36,13 +36,7 @@ def _pairs(image: np.ndarray, labels: np.ndarray, handles: np.ndarray) -> np.nda
         idx = [i for i, g in enumerate(S.handle_labels(labels, handles)) if g == k]
         if len(idx) < 2:
             continue
-        markers = np.zeros(labels.shape, np.int32)
-        markers[~part] = len(idx) + 1
-        for n, i in enumerate(idx):
-            markers[S._disc_mask(labels.shape, handles[i : i + 1], 1.0) & part] = n + 1
-        cv2.watershed(np.ascontiguousarray(image[..., ::-1]), markers)
-        outline = cv2.morphologyEx(part.astype(np.uint8), cv2.MORPH_GRADIENT, S.disc(1)) > 0
-        edge = float(grad[outline].mean()) if outline.any() else 0.0
+        markers, edge = S._handle_watershed(image, grad, part, handles[idx])
         if not edge > 1.0:  # a part that fills the picture has no outline to compare with
             continue
         ridge = (markers == -1) & part

@@ -288,13 +288,7 @@ def _split_objects(image: np.ndarray, labels: np.ndarray, handles: np.ndarray) -
         idx = [i for i, g in enumerate(handle_labels(labels, handles)) if g == k]
         if len(idx) < 2:
             continue
-        markers = np.zeros(labels.shape, np.int32)
-        markers[~part] = len(idx) + 1  # outside the part: its own basin, so the watershed stays inside
-        for n, i in enumerate(idx):
-            markers[_disc_mask(labels.shape, handles[i : i + 1], 1.0) & part] = n + 1
-        cv2.watershed(np.ascontiguousarray(image[..., ::-1]), markers)
-        outline = cv2.morphologyEx(part.astype(np.uint8), cv2.MORPH_GRADIENT, disc(1)) > 0
-        edge = float(grad[outline].mean()) if outline.any() else 0.0
+        markers, edge = _handle_watershed(image, grad, part, handles[idx])
         parent = list(range(len(idx)))  # union-find over the part's handles
         ridge = (markers == -1) & part
         flood = markers == len(idx) + 1  # outside the part, and what the outside's basin took of it
@@ -320,6 +314,20 @@ def _split_objects(image: np.ndarray, labels: np.ndarray, handles: np.ndarray) -
             out[out == -1 - g] = k if r == 0 else out.max() + 1
         out[(out < 0)] = k
     return _relabel(out, handles)
+
+
+def _handle_watershed(
+    image: np.ndarray, grad: np.ndarray, part: np.ndarray, handles: np.ndarray
+) -> tuple[np.ndarray, float]:
+    """A watershed of ``part`` seeded at each of its ``handles`` (markers 1..N, the outside N + 1, ridges
+    −1) and the mean gradient along the part's outline (what a line between two handles is compared with)."""
+    markers = np.zeros(part.shape, np.int32)
+    markers[~part] = len(handles) + 1  # outside the part: its own basin, so the watershed stays inside
+    for n in range(len(handles)):
+        markers[_disc_mask(part.shape, handles[n : n + 1], 1.0) & part] = n + 1
+    cv2.watershed(np.ascontiguousarray(image[..., ::-1]), markers)
+    outline = cv2.morphologyEx(part.astype(np.uint8), cv2.MORPH_GRADIENT, disc(1)) > 0
+    return markers, float(grad[outline].mean()) if outline.any() else 0.0
 
 
 def _line_strength(grad: np.ndarray, line: np.ndarray) -> float:
