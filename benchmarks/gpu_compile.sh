@@ -3,6 +3,8 @@
 #   PART=steps (default): what a CLI process pays for imports; the GPU tests; the LoRA step (batch 4) and an
 #     optimisation iteration (batch 1) of the SD-1.5 architecture, eager-graphed and compiled-then-graphed
 #     (the convolution blocks as `runtime.compile` does, then the whole UNet), with each compile's time.
+#   PART=core: the least that decides it, in one call: the regional compile against eager-graphed for the
+#     LoRA step and the iteration on SD-1.5 and on the embedded model, then the GPU tests.
 #   PART=edits: `speed.py --compile` (first edit = compile, then warm and repeat) on SD-1.5; the embedded
 #     model's LoRA step / iteration the same way; the SD-1.5 regional LoRA compile again in a fresh process
 #     (Inductor's on-disk cache warm).
@@ -23,7 +25,13 @@ step() {  # step NAME LIMIT CMD...: the command's output in $OUT/NAME.log, its t
   tail -"${TAIL:-8}" "$OUT/$name.log"
 }
 R="compile-regional-lora,compile-regional-drag"
-if [ "${PART:-steps}" = steps ]; then
+if [ "${PART:-steps}" = core ]; then
+  step compile_sd15 "${SD15_S:-270}" python3 benchmarks/lora_step_gpu.py --compile \
+      --only "hooked-native,drag-native,$R" --out "$OUT/compile_sd15.json"
+  step compile_embedded "${EMB_S:-120}" python3 benchmarks/lora_step_gpu.py --model src/dragdiff/assets/model \
+      --compile --only "hooked-native,drag-native,$R" --out "$OUT/compile_embedded.json"
+  [ "${TESTS_S:-110}" -gt 0 ] && step gpu_tests "${TESTS_S:-110}" python3 -m pytest -q -m gpu tests/test_cuda_graphs.py
+elif [ "${PART:-steps}" = steps ]; then
   step compile_sd15 "${SD15_S:-420}" python3 benchmarks/lora_step_gpu.py --compile \
       --only "${VARIANTS:-hooked-native,drag-native,$R,compile-lora,compile-drag}" --out "$OUT/compile_sd15.json"
   [ "${TESTS_S:-150}" -gt 0 ] && step gpu_tests "${TESTS_S:-150}" python3 -m pytest -q -m gpu tests/test_cuda_graphs.py

@@ -65,6 +65,36 @@ def test_compile_is_a_checked_runtime_switch() -> None:
         EditConfig(runtime=RuntimeConfig(compile="yes"))  # type: ignore[arg-type]
 
 
+def test_two_compiled_edits_in_one_process_take_turns_and_leave_dynamo_as_it_was() -> None:
+    import threading
+
+    import torch._dynamo
+
+    unet = build_tiny_pipeline().unet
+    cfg = torch._dynamo.config
+    before = (cfg.recompile_limit, cfg.automatic_dynamic_shapes, cfg.suppress_errors)
+    order: list[str] = []
+    second_tried = threading.Event()
+
+    def second() -> None:
+        second_tried.set()
+        with compiled_blocks(unet):
+            order.append("second in")
+        order.append("second out")
+
+    with compiled_blocks(unet) as count:  # compiling is lazy: nothing runs until a block is called
+        assert count > 0 and cfg.suppress_errors
+        thread = threading.Thread(target=second)
+        thread.start()
+        second_tried.wait(5)
+        thread.join(0.3)  # the second edit cannot enter while the first holds Dynamo's settings
+        order.append("first out")
+    thread.join(5)
+    assert order == ["first out", "second in", "second out"]
+    assert (cfg.recompile_limit, cfg.automatic_dynamic_shapes, cfg.suppress_errors) == before
+    assert all(m._compiled_call_impl is None for m in unet.modules())
+
+
 @pytest.mark.slow
 def test_an_edit_with_compile_tracks_the_same_handles(tmp_path) -> None:
     editor = DragEditor(build_tiny_pipeline(), lora_cache_dir=tmp_path)

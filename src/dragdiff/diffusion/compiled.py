@@ -19,6 +19,7 @@ compile faster. A block that fails to compile runs eagerly (``suppress_errors``)
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -30,6 +31,10 @@ log = logging.getLogger(__name__)
 # one graph per (block kind, shapes, batch, grad mode): SD-1.5 has ≈ 16 resnet shapes × 3 batch sizes × 2
 # grad modes; Dynamo's default of 8 would send the rest back to eager code
 RECOMPILE_LIMIT = 256
+
+# Dynamo's settings are process-wide: two compiled edits in one process (web UI threads) take turns, so one
+# cannot restore the settings while the other still runs on them
+_TURN = threading.RLock()
 
 
 def _blocks(unet: Any) -> list[torch.nn.Module]:
@@ -44,11 +49,17 @@ def compiled_blocks(unet: Any, enabled: bool = True) -> Iterator[int]:
     block, eager again on exit; yields how many blocks were compiled (0 when not ``enabled``).
 
     Compilation happens at a block's first call of each shape, so the first edit in a process pays it
-    (minutes on a cold cache for SD-1.5, seconds for the embedded model; docs/performance.md).
+    (minutes on a cold cache for SD-1.5, seconds for the embedded model; docs/performance.md). Compiled edits
+    in one process run one at a time: the second waits here for the first to finish.
     """
     if not enabled:
         yield 0
         return
+    with _TURN:
+        yield from _compiled(unet)
+
+
+def _compiled(unet: Any) -> Iterator[int]:
     import torch._dynamo
 
     cfg = torch._dynamo.config
