@@ -50,6 +50,7 @@ FINE_DETAIL = 30.0  # ... and textured where its median |Laplacian| (grey, 3×3)
 DETAIL_MIN_PX = 32  # ... measured on at least this many pixels inside the part (a median needs no more)
 WALLED = 0.8  # two handles' regions that never meet, each this much bordered by the outside's flood: split
 SURROUND_SHARE = 0.2  # a part's colour covering this share of the picture outside it is the surroundings
+CRUMB = 0.05  # a piece cut off from a part by dropping its neighbours, below this share of it, is dropped too
 OPEN_SIDE = 0.3  # a region of a part with at least this share of its outline on the background is an object
 SEGMENT_MAX_SIDE = 128  # longest side GrabCut runs at (the embedded model: its images at their own size)
 
@@ -158,9 +159,23 @@ def _free_foreground(image: np.ndarray, handles: np.ndarray, seeds: np.ndarray) 
         if grown == boxes or any(_whole_picture(box, (h, w)) for box in grown):
             break  # a box over the whole picture leaves GrabCut no background: the texture is the picture's
         boxes = grown
-    if fg is not first and not _textured(image, fg & ~first):
+    if fg is not first and not _collapsed(first, handles, seeds) and not _textured(image, fg & ~first):
         fg = first  # what the bigger boxes added is plain: background let in (a smooth gradient), not object
     return _refine(image, fg, seeds)
+
+
+def _collapsed(fg: np.ndarray, handles: np.ndarray, seeds: np.ndarray) -> bool:
+    """Whether GrabCut kept little more than the seed at some handle (no more than ``COLLAPSED`` × its
+    disc): the first box lay inside the object or along its edge (a handle on an anti-aliased outline floods
+    a one-pixel line), so what the grown boxes found is the object, not background let in."""
+    _, comp = cv2.connectedComponents(fg.astype(np.uint8), connectivity=8)
+    h, w = fg.shape
+    seed_px = max(1, int(seeds.sum()) // len(handles))
+    for x, y in np.round(handles).astype(int):
+        label = comp[min(max(y, 0), h - 1), min(max(x, 0), w - 1)]
+        if label == 0 or (comp == label).sum() <= COLLAPSED * seed_px:
+            return True
+    return False
 
 
 def _whole_picture(box: tuple[int, int, int, int], hw: tuple[int, int]) -> bool:
@@ -386,8 +401,8 @@ def _drop_neighbours(image: np.ndarray, labels: np.ndarray, handles: np.ndarray)
             y, x = min(max(y, 0), part.shape[0] - 1), min(max(x, 0), part.shape[1] - 1)
             if part[y, x]:
                 r = int(markers[y, x])
-                if r < 1 or r > n:  # on the ridge: the region beside it
-                    r = next((q + 1 for q in range(n) if near[q][y, x]), 0)
+                if r < 1 or r > n:  # on the ridge: the region beside it that the pixel's colour is closest to
+                    r = _nearest_region(lab, markers, near, n, (y, x))
                 if r:
                     held.add(_root(parent, r - 1))
         if not held:
@@ -416,7 +431,55 @@ def _drop_neighbours(image: np.ndarray, labels: np.ndarray, handles: np.ndarray)
                     inside &= ~drop
                     del others[g]
                     dropping = True
+        out[_spill(markers, part, kept, ridge, n)] = 0
+        out[_crumbs(out == k, handles)] = 0
     return _relabel(out, handles)
+
+
+def _crumbs(part: np.ndarray, handles: np.ndarray) -> np.ndarray:
+    """Specks a part's dropped neighbours left cut off from it: pieces without a handle smaller than
+    ``CRUMB`` of the part (the anti-aliased corners of a background's checks). A larger cut-off piece stays:
+    the far side of the object seen past a narrow thing in front of it."""
+    n, comp = cv2.connectedComponents(part.astype(np.uint8), connectivity=8)
+    if n <= 2:
+        return np.zeros(part.shape, bool)
+    h, w = part.shape
+    held = {int(comp[min(max(y, 0), h - 1), min(max(x, 0), w - 1)]) for x, y in np.round(handles).astype(int)}
+    sizes = np.bincount(comp.ravel(), minlength=n)
+    small = [i for i in range(1, n) if i not in held and sizes[i] < CRUMB * part.sum()]
+    return np.isin(comp, small)
+
+
+def _nearest_region(
+    lab: np.ndarray, markers: np.ndarray, near: list[np.ndarray], n: int, yx: tuple[int, int]
+) -> int:
+    """The region (1..n) beside ridge pixel ``yx`` whose mean colour is closest to the pixel's, 0 if none: a
+    handle on the anti-aliased outline between two objects is on the one that covers most of its pixel."""
+    beside = [q for q in range(n) if near[q][yx]]
+    if not beside:
+        return 0
+    dist = [float(np.linalg.norm(lab[markers == q + 1].mean(axis=0) - lab[yx])) for q in beside]
+    return beside[int(np.argmin(dist))] + 1
+
+
+def _spill(markers: np.ndarray, part: np.ndarray, kept: np.ndarray, ridge: np.ndarray, n: int) -> np.ndarray:
+    """The part's pixels the outside's basin (watershed marker ``n + 1``) flooded, where they make a piece
+    thicker than an outline and open to the outside: a corner of the object in front (a star's arm over
+    the dragged square) too small for a colour region of its own. Thin strips along the outline (its
+    anti-aliased edge) and pieces the part encloses stay."""
+    flooded = (markers == n + 1) & part & ~kept
+    core = cv2.morphologyEx(flooded.astype(np.uint8), cv2.MORPH_OPEN, disc(1))
+    if not core.any():
+        return np.zeros(part.shape, bool)
+    pieces, comp = cv2.connectedComponents(core, connectivity=8)
+    outside = cv2.dilate((~part).astype(np.uint8), disc(1)) > 0
+    open_ = np.zeros(part.shape, bool)
+    for i in range(1, pieces):
+        piece = comp == i
+        grown = cv2.dilate(piece.astype(np.uint8), disc(1)) > 0
+        if (grown & outside).any():
+            open_ |= grown & (flooded | ridge) & part & ~kept
+    return open_
 
 
 def _colour_regions(lab: np.ndarray, part: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
