@@ -95,6 +95,23 @@ def test_two_compiled_edits_in_one_process_take_turns_and_leave_dynamo_as_it_was
     assert all(m._compiled_call_impl is None for m in unet.modules())
 
 
+def test_inside_a_compiled_edit_every_graph_warms_up_again_before_its_capture() -> None:
+    # on the GPU a plain edit first warmed the denoising graphs up, and a compiled edit after it captured at
+    # its first call: the blocks compiled (and Inductor timed its kernels, a device synchronisation) inside
+    # the capture, "operation not permitted when stream is capturing" (H100, 2026-12-07)
+    from dragdiff.diffusion.graphs import is_warm, mark_warm
+
+    tag = ("denoise", object())
+    mark_warm(tag)
+    with compiled_blocks(build_tiny_pipeline().unet):
+        assert not is_warm(tag)
+        mark_warm(tag)
+        assert is_warm(tag)
+    assert is_warm(tag)  # the process-wide mark stands
+    with compiled_blocks(build_tiny_pipeline().unet):
+        assert not is_warm(tag)  # and the next compiled edit warms up again
+
+
 @pytest.mark.slow
 def test_an_edit_with_compile_tracks_the_same_handles(tmp_path) -> None:
     editor = DragEditor(build_tiny_pipeline(), lora_cache_dir=tmp_path)

@@ -26,6 +26,8 @@ from typing import Any
 
 import torch
 
+from dragdiff.diffusion.graphs import fresh_warmups
+
 log = logging.getLogger(__name__)
 
 # one graph per (block kind, shapes, batch, grad mode): SD-1.5 has ≈ 16 resnet shapes × 3 batch sizes × 2
@@ -71,7 +73,8 @@ def _compiled(unet: Any) -> Iterator[int]:
     for block in blocks:
         block.compile(dynamic=False)
     try:
-        yield len(blocks)
+        with fresh_warmups():  # each graph's first call is eager: the blocks compile there, not in a capture
+            yield len(blocks)
     finally:
         for block in blocks:
             block._compiled_call_impl = None  # what ``nn.Module.compile`` set; no public way to undo it

@@ -115,15 +115,33 @@ def try_capture(fn: Callable[[], Any], what: str) -> CapturedStep | None:
 
 
 _WARM: set[Any] = set()  # tags of the computations this process has run eagerly on the device
+# the scope the tags are marked in: None, or a fresh one inside ``fresh_warmups``; process-wide, not per
+# thread: an edit's steps may run on different threads (a UI's workers), and a computation in another edit
+# that meanwhile warms up once more loses only that eager call
+_SCOPE: list[object | None] = [None]
 
 
 def is_warm(tag: Any) -> bool:
     """Whether this process has run the computation named ``tag`` eagerly (so it can be captured at once)."""
-    return tag in _WARM
+    return (_SCOPE[-1], tag) in _WARM
 
 
 def mark_warm(tag: Any) -> None:
-    _WARM.add(tag)
+    _WARM.add((_SCOPE[-1], tag))
+
+
+@contextmanager
+def fresh_warmups() -> Iterator[None]:
+    """Inside, every tagged computation is warmed up again before its first capture, as in a fresh process:
+    a ``torch.compile``-d module compiles and tunes its kernels at its first call, which synchronises the
+    device and so must not fall inside a capture (``diffusion.compiled``)."""
+    scope = object()
+    _SCOPE.append(scope)
+    try:
+        yield
+    finally:
+        _SCOPE.remove(scope)
+        _WARM.difference_update([k for k in _WARM if k[0] is scope])
 
 
 class GraphedForward:
