@@ -431,7 +431,9 @@ def _drop_neighbours(image: np.ndarray, labels: np.ndarray, handles: np.ndarray)
                     inside &= ~drop
                     del others[g]
                     dropping = True
-        out[_spill(markers, part, kept, ridge, n)] = 0
+        seeds = _disc_mask(part.shape, handles, max(1.0, SEED_RADIUS * min(part.shape)))
+        spill = _spill(markers, part, kept | seeds, ridge, n, grad, outline, SPLIT_EDGE * edge)
+        out[spill] = 0  # what a handle's disc covers stays held
         out[_crumbs(out == k, handles)] = 0
     return _relabel(out, handles)
 
@@ -462,24 +464,34 @@ def _nearest_region(
     return beside[int(np.argmin(dist))] + 1
 
 
-def _spill(markers: np.ndarray, part: np.ndarray, kept: np.ndarray, ridge: np.ndarray, n: int) -> np.ndarray:
+def _spill(
+    markers: np.ndarray,
+    part: np.ndarray,
+    kept: np.ndarray,
+    ridge: np.ndarray,
+    n: int,
+    grad: np.ndarray,
+    outline: np.ndarray,
+    weak: float,
+) -> np.ndarray:
     """The part's pixels the outside's basin (watershed marker ``n + 1``) flooded, where they make a piece
-    thicker than an outline and open to the outside: a corner of the object in front (a star's arm over
-    the dragged square) too small for a colour region of its own. Thin strips along the outline (its
-    anti-aliased edge) and pieces the part encloses stay."""
+    thicker than an outline that meets the outside without an edge (the part's outline beside it weaker than
+    ``weak``): background GrabCut took along, or a corner of the object in front (a star's arm over the
+    dragged square) too small for a colour region of its own. Thin strips along the outline (its
+    anti-aliased edge), pieces behind an edge (a highlight on the object's rim), pieces the part encloses and
+    what ``kept`` holds (the held regions, the handles' discs) stay."""
     flooded = (markers == n + 1) & part & ~kept
     core = cv2.morphologyEx(flooded.astype(np.uint8), cv2.MORPH_OPEN, disc(1))
     if not core.any():
         return np.zeros(part.shape, bool)
     pieces, comp = cv2.connectedComponents(core, connectivity=8)
-    outside = cv2.dilate((~part).astype(np.uint8), disc(1)) > 0
-    open_ = np.zeros(part.shape, bool)
+    out = np.zeros(part.shape, bool)
     for i in range(1, pieces):
-        piece = comp == i
-        grown = cv2.dilate(piece.astype(np.uint8), disc(1)) > 0
-        if (grown & outside).any():
-            open_ |= grown & (flooded | ridge) & part & ~kept
-    return open_
+        grown = cv2.dilate((comp == i).astype(np.uint8), disc(1)) > 0
+        border = cv2.dilate(grown.astype(np.uint8), disc(1)).astype(bool) & outline & ~part
+        if border.any() and float(grad[border].mean()) < weak:
+            out |= grown & (flooded | ridge) & part & ~kept
+    return out
 
 
 def _colour_regions(lab: np.ndarray, part: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
