@@ -367,10 +367,13 @@ def _drop_neighbours(image: np.ndarray, labels: np.ndarray, handles: np.ndarray)
     neighbours and stay where they are; enclosed ones (a logo, an eye, an inner ring) move with the part. A
     textured object's patches share its colour clusters (photographs: held-out regions share 0.4–0.9 of the
     held one's, another object of the project's scenes under 0.1), so a region that shares ``SHARED_COLOURS``
-    is the same object and stays in the part.
+    is the same object and stays in the part. Last, what the outside's basin flooded at the part's rim where
+    no edge divides it from the outside (``_spill``) and the specks all this cut off from the part
+    (``_crumbs``) are dropped.
     """
     out = labels.copy()
     grad = _gradient(image)
+    seeds = _disc_mask(labels.shape, handles, max(1.0, SEED_RADIUS * min(labels.shape)))  # always held
     lab = cv2.cvtColor(np.ascontiguousarray(image), cv2.COLOR_RGB2LAB).astype(np.float32)
     for k in range(1, int(labels.max()) + 1):
         part = labels == k
@@ -431,9 +434,7 @@ def _drop_neighbours(image: np.ndarray, labels: np.ndarray, handles: np.ndarray)
                     inside &= ~drop
                     del others[g]
                     dropping = True
-        seeds = _disc_mask(part.shape, handles, max(1.0, SEED_RADIUS * min(part.shape)))
-        spill = _spill(markers, part, kept | seeds, ridge, n, grad, outline, SPLIT_EDGE * edge)
-        out[spill] = 0  # what a handle's disc covers stays held
+        out[_spill(markers, part, kept | seeds, ridge, n, grad, outline, SPLIT_EDGE * edge)] = 0
         out[_crumbs(out == k, handles)] = 0
     return _relabel(out, handles)
 
