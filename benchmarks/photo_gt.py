@@ -2,6 +2,7 @@
 resolution (``dragdiff.bench.photo_gt``).
 
     python benchmarks/photo_gt.py [--count 18] [--seed 0] [--size 2048x1536] [--preset warp] [--json OUT.json]
+    [--set SECTION.FIELD=VALUE ...]
 
 Each case: a textured object moved by a whole-pixel drag on a textured background; the edit runs through
 ``DragEditor.edit`` with ``roi="auto"`` on the embedded model (CPU unless --device). Prints one row per case
@@ -22,16 +23,18 @@ import numpy as np
 from PIL import Image
 
 from dragdiff.bench import photo_gt as pg
-from dragdiff.config import preset
+from dragdiff.config import EditConfig, preset
 from dragdiff.editor import DragEditor
 
 KEYS = ("handle_error", "psnr_in", "psnr_in_away", "keep_psnr_out", "keep_exact_out", "seconds")
 
 
-def run_case(editor: DragEditor, seed: int, index: int, size: tuple[int, int], name: str) -> dict[str, Any]:
+def run_case(
+    editor: DragEditor, seed: int, index: int, size: tuple[int, int], config: EditConfig
+) -> dict[str, Any]:
     rendered = pg.render_case(pg.make_case(seed, index, size))
     start = time.perf_counter()
-    result = editor.edit(Image.fromarray(rendered.source), rendered.instruction(), preset(name))
+    result = editor.edit(Image.fromarray(rendered.source), rendered.instruction(), config)
     seconds = time.perf_counter() - start
     x0, y0, x1, y1 = result.record["roi"]
     editable = rendered.mask
@@ -84,15 +87,17 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--size", default="2048x1536", help="W x H of the cases")
     p.add_argument("--preset", default="warp")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.FIELD=VALUE")
     p.add_argument("--device", default="cpu")
     p.add_argument("--json", type=Path, default=None)
     args = p.parse_args(argv)
     size = tuple(int(v) for v in args.size.lower().split("x"))
     assert len(size) == 2
+    config = preset(args.preset).with_overrides(args.overrides)
     editor = DragEditor(device=args.device)
     rows = []
     for i in range(args.count):
-        rows.append(run_case(editor, args.seed, i, (size[0], size[1]), args.preset))
+        rows.append(run_case(editor, args.seed, i, (size[0], size[1]), config))
         print(f"case {i}: {json.dumps({k: rows[-1][k] for k in KEYS})}", file=sys.stderr)
     groups = {
         "masked": means([r for r in rows if r["mask"]]),
