@@ -15,6 +15,8 @@ def test_parse_override_types_values_by_the_field() -> None:
     assert parse_override("lora.alpha=none", cfg) == ("lora.alpha", None)
     assert parse_override("lora.target_modules=to_q,to_k", cfg) == ("lora.target_modules", ("to_q", "to_k"))
     assert parse_override("seed=7", cfg) == ("seed", 7)
+    assert parse_override("warp.seam_px=3", cfg) == ("warp.seam_px", 3)  # None by default: an int or none
+    assert parse_override("warp.seam_px=none", cfg.override(**{"warp.seam_px": 3})) == ("warp.seam_px", None)
 
 
 @pytest.mark.parametrize(

@@ -143,7 +143,10 @@ class WarpConfig:
     # two handles on one part: "stretch" along their line, "similarity" (uniform scale + rotation), or "auto"
     # (stretch, unless the part is elongated and the pull runs diagonally to its axes: docs/methods.md)
     two_point: str = "auto"
-    seam_px: int = 2  # band around the uncovered area that the model repaints too (Inpaint4Drag: a few px)
+    # band around the uncovered area that the model repaints too (Inpaint4Drag: a few px); None: by how sure
+    # the support's outline is, 1 px where it was segmented at the picture's own size, 2 where it was
+    # segmented smaller and upsampled (``geometry.warp.auto_seam``; measured: docs/methods.md)
+    seam_px: int | None = None
     feather_px: int = 1  # soft inner edge where the model's pixels meet the kept ones
     # who paints the uncovered pixels: "model" = blended-latent denoising with the loaded model, "classical" =
     # OpenCV Telea only, "auto" = the model where the background around a hole is textured, Telea where it is
@@ -160,7 +163,7 @@ class WarpConfig:
     def __post_init__(self) -> None:
         modes = TWO_POINT_MODES
         _check(self.two_point in modes, "warp.two_point", self.two_point, f"one of {modes}")
-        _check(self.seam_px >= 0, "warp.seam_px", self.seam_px, ">= 0")
+        _check(self.seam_px is None or self.seam_px >= 0, "warp.seam_px", self.seam_px, ">= 0 or None")
         _check(self.feather_px >= 0, "warp.feather_px", self.feather_px, ">= 0")
         _check(self.fill in FILL_MODES, "warp.fill", self.fill, f"one of {FILL_MODES}")
         _check(self.fill_steps >= 1, "warp.fill_steps", self.fill_steps, ">= 1")
@@ -332,6 +335,7 @@ _OPTIONAL_FIELDS: dict[str, type] = {
     "height": int,
     "feature_up_block": int,
     "supervision_scale": float,
+    "seam_px": int,
 }
 
 

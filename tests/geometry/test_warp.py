@@ -8,7 +8,7 @@ from PIL import Image
 
 from dragdiff.config import preset
 from dragdiff.geometry.field import mls_similarity, two_point_affine
-from dragdiff.geometry.warp import background_plate, composite, plan_warp, warp_preview
+from dragdiff.geometry.warp import auto_seam, background_plate, composite, plan_warp, warp_preview
 from dragdiff.types import DragInstruction, InputError
 
 
@@ -44,6 +44,18 @@ def test_pixels_outside_the_mask_never_change() -> None:
     out = composite(src, background_plate(src, plan), plan)
     assert (out[~mask] == src[~mask]).all()
     assert plan.hole.any() and not (plan.hole & ~mask).any()
+
+
+def test_the_seam_follows_how_sure_the_support_s_outline_is() -> None:
+    # a picture segmented at its own size repaints a 1-px band around the uncovered area; one segmented
+    # smaller and upsampled (longer than 128 px) a 2-px band; an explicit seam is used as given
+    for size, want in ((64, 1), (256, 2)):
+        src = _scene(size // 3, size // 2, size)
+        ins = DragInstruction.from_pairs([((size // 3, size // 2), (size // 3 + 12, size // 2))])
+        auto = plan_warp(src, ins)
+        assert np.array_equal(auto.hole, plan_warp(src, ins, seam=want).hole)
+        assert not np.array_equal(auto.hole, plan_warp(src, ins, seam=3 - want).hole)
+    assert auto_seam((96, 128)) == 1 and auto_seam((96, 129)) == 2
 
 
 def test_handle_outside_the_mask_is_a_one_line_error() -> None:

@@ -135,6 +135,18 @@ def test_panel_values_reach_the_config_and_bad_ones_are_named() -> None:
         ui.config_from_panel("nope", values)
 
 
+def test_an_empty_seam_field_means_the_seam_by_the_picture_s_size() -> None:
+    keys = [k for k, _ in ui.ADVANCED]
+    values = ui.panel_values("warp")
+    assert values[keys.index("warp.seam_px")] is None  # the default: no number, the rule
+    assert ui.config_from_panel("warp", values).warp.seam_px is None
+    values[keys.index("warp.seam_px")] = 3.0
+    assert ui.config_from_panel("warp", values).warp.seam_px == 3
+    values[keys.index("warp.seam_px")] = 1.5
+    with pytest.raises(ConfigError, match=r"warp.seam_px\) must be a whole number, got 1.5"):
+        ui.config_from_panel("warp", values)
+
+
 def test_the_click_view_draws_handles_red_and_targets_blue_at_display_size() -> None:
     image = Image.new("RGB", (96, 32), (0, 128, 0))
     view = ui.render_points(image, [(10, 16), (80, 16), (50, 5)], None)

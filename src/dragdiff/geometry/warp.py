@@ -22,10 +22,18 @@ from PIL import Image
 
 from dragdiff.geometry.field import backward_maps, check_no_fold, part_maps
 from dragdiff.geometry.shadow import shadow_maps
-from dragdiff.geometry.support import check_handles_editable, disc, handle_labels, segment_support
+from dragdiff.geometry.support import (
+    SEGMENT_MAX_SIDE,
+    check_handles_editable,
+    disc,
+    handle_labels,
+    segment_support,
+)
 from dragdiff.types import DragInstruction, InputError
 
 EDGE_PX = 1  # the support is grown by this much so the object's anti-aliased edge moves with it
+SEAM_OWN_SIZE = 1  # the seam where the support was segmented at the picture's own size (EDGE_PX has its edge)
+SEAM_UPSAMPLED = 2  # ... and where it was segmented smaller and upsampled: an outline sure to a few px only
 TELEA_RADIUS = 3
 
 
@@ -48,7 +56,7 @@ class WarpPlan:
 def plan_warp(
     image: np.ndarray,
     instruction: DragInstruction,
-    seam: int = 2,
+    seam: int | None = None,
     labels: np.ndarray | None = None,
     two_point: str = "auto",
     shadows: bool = True,
@@ -58,6 +66,7 @@ def plan_warp(
     handles = np.array([p.as_tuple() for p in instruction.handles], np.float64)  # (N, 2) (x, y)
     targets = np.array([p.as_tuple() for p in instruction.targets], np.float64)
     mask = None if instruction.mask is None else np.asarray(instruction.mask, bool)
+    seam = auto_seam(image.shape[:2]) if seam is None else seam
     check_handles_editable(handles, mask)
     if labels is None:
         labels = segment_support(image, handles, mask)
@@ -91,6 +100,14 @@ def plan_warp(
         old = new = np.zeros(labels.shape, np.float32)
     changed |= (old > 0.004) | (new > 0.004)  # a shadow of 1/255 and more
     return WarpPlan(labels, groups, map_x, map_y, landed, alpha.astype(np.float32), hole, changed, old, new)
+
+
+def auto_seam(hw: tuple[int, int]) -> int:
+    """The seam (px) for a picture of size ``hw`` = (H, W) when none is asked for: narrow where the support is
+    segmented at the picture's own size, wider where it is segmented smaller and upsampled
+    (``segment_support``). On the 128-px ground-truth suites a narrower seam scores better on every seed; on
+    2048-px photographs without a mask a wider one does (docs/methods.md)."""
+    return SEAM_OWN_SIZE if max(hw) <= SEGMENT_MAX_SIDE else SEAM_UPSAMPLED
 
 
 def background_plate(image: np.ndarray, plan: WarpPlan) -> np.ndarray:
@@ -142,7 +159,7 @@ def warp_preview(
     scale = 1.0 if max_side is None else min(1.0, max_side / max(image.size))
     if scale < 1.0:
         image, instruction = _scaled(image, instruction, scale)
-        if "seam" in plan_options:
+        if plan_options.get("seam") is not None:
             plan_options["seam"] = round(plan_options["seam"] * scale)
     arr = np.asarray(image.convert("RGB"))
     instruction.validate_for(image.width, image.height)

@@ -34,7 +34,7 @@ from dragdiff.diffusion.fill import FillSettings, blended_fill, paste_hole
 from dragdiff.diffusion.graphs import GraphedForward
 from dragdiff.diffusion.inversion import image_to_tensor, tensor_to_pil
 from dragdiff.geometry.support import disc
-from dragdiff.geometry.warp import WarpPlan, background_plate, composite, plan_warp
+from dragdiff.geometry.warp import WarpPlan, auto_seam, background_plate, composite, plan_warp
 from dragdiff.methods.base import DragOutcome
 from dragdiff.types import DragInstruction, ProgressEvent
 
@@ -46,7 +46,8 @@ def run(
 ) -> Generator[ProgressEvent, None, DragOutcome]:
     settings = config.warp
     source = np.asarray(ctx.prep.source.convert("RGB"))  # (H, W, 3) uint8
-    plan = plan_warp(source, instruction, seam=settings.seam_px, two_point=settings.two_point)  # 1
+    seam = auto_seam(source.shape[:2]) if settings.seam_px is None else settings.seam_px
+    plan = plan_warp(source, instruction, seam=seam, two_point=settings.two_point)  # 1
     moved = composite(source, background_plate(source, plan), plan)  # 2, 3
     ctx.clock.lap("warp")
     yield ProgressEvent(phase="warp", step=1, total=1)
@@ -58,7 +59,7 @@ def run(
             moved = yield from fill  # 4, 5
     ctx.clock.lap("fill")
     if settings.refine_strength > 0 and not stop.is_set():
-        region = _dilate(plan.changed, settings.seam_px)
+        region = _dilate(plan.changed, seam)
         refine = replace(settings, fill_strength=settings.refine_strength)
         wrap = GraphedForward if ctx.graphed else None
         with torch.no_grad():

@@ -90,11 +90,13 @@ ADVANCED: tuple[tuple[str, str], ...] = (
     ("runtime.preview_every", "Preview every N iterations (0 = none)"),
     ("warp.fill_steps", "Fill DDIM steps"),
     ("warp.fill_strength", "Fill strength (share of the steps re-noised)"),
-    ("warp.seam_px", "Seam band repainted around the uncovered area (px)"),
+    ("warp.seam_px", "Seam band repainted around the uncovered area (px; empty = by the picture's size)"),
     ("seed", "Edit seed (identity-LoRA draws)"),
     ("generate.seed", "Generation seed"),
 )
 
+
+AUTO_WHEN_EMPTY = frozenset({"warp.seam_px"})  # whole numbers whose empty field means the default rule (None)
 
 # --- pure helpers: coordinates, mask, pictures, config ------------------------------------------------------
 
@@ -343,9 +345,12 @@ def config_from_panel(preset_name: str, values: Sequence[Any]) -> EditConfig:
     overrides: dict[str, Any] = {}
     for (key, label), value in zip(ADVANCED, values, strict=True):
         if value is None or (isinstance(value, str) and not value.strip()):
+            if key in AUTO_WHEN_EMPTY:
+                overrides[key] = None
+                continue
             raise ConfigError(f"{label} ({key}) is empty")
         number = float(value)
-        if isinstance(_get(base, key), int):  # a count, radius or seed
+        if isinstance(_get(base, key), int) or key in AUTO_WHEN_EMPTY:  # a count, radius or seed
             if not number.is_integer():
                 raise ConfigError(f"{label} ({key}) must be a whole number, got {value!r}")
             overrides[key] = int(number)
@@ -1044,7 +1049,7 @@ def build_app(
                     gr.Number(
                         value=value,
                         label=label,
-                        precision=0 if isinstance(value, int) else None,
+                        precision=0 if isinstance(value, int) or key in AUTO_WHEN_EMPTY else None,
                         visible=shown,
                         elem_id="dd-" + key.replace(".", "-"),
                         min_width=160,
