@@ -56,6 +56,12 @@ def test_the_seam_follows_how_sure_the_support_s_outline_is() -> None:
         assert np.array_equal(auto.hole, plan_warp(src, ins, seam=want).hole)
         assert not np.array_equal(auto.hole, plan_warp(src, ins, seam=3 - want).hole)
     assert auto_seam((96, 128)) == 1 and auto_seam((96, 129)) == 2
+    # the web editor's preview of a large picture scales the edit's seam, not its own size's
+    src = _scene(170, 128, 512)
+    ins = DragInstruction.from_pairs([((170, 128), (210, 128))])
+    assert warp_preview(Image.fromarray(src), ins, max_side=128) == warp_preview(
+        Image.fromarray(src), ins, max_side=128, seam=2
+    )
 
 
 def test_handle_outside_the_mask_is_a_one_line_error() -> None:

@@ -158,9 +158,10 @@ def warp_preview(
     """
     scale = 1.0 if max_side is None else min(1.0, max_side / max(image.size))
     if scale < 1.0:
+        seam = plan_options.get("seam")
+        seam = auto_seam((image.height, image.width)) if seam is None else seam  # the edit's seam
         image, instruction = _scaled(image, instruction, scale)
-        if plan_options.get("seam") is not None:
-            plan_options["seam"] = round(plan_options["seam"] * scale)
+        plan_options["seam"] = round(seam * scale)
     arr = np.asarray(image.convert("RGB"))
     instruction.validate_for(image.width, image.height)
     try:
