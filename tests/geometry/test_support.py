@@ -132,6 +132,24 @@ def test_a_large_patched_object_without_a_mask_moves_whole_and_leaves_the_gradie
     assert (labels[~blob] > 0).mean() < 0.02  # bigger boxes never let the plain background in
 
 
+def _segmented(
+    seed: int, index: int, tight: bool = False
+) -> tuple[gtsuite.GtCase, np.ndarray | None, np.ndarray, np.ndarray, np.ndarray]:
+    """A ground-truth suite case segmented as the warp does it: (case, its user mask or None, handles,
+    labels, each object's cover (objects, S, S) in depth order). ``tight``: the exact edit region as mask."""
+    case = gtsuite.make_case(seed, index)
+    source, _, mask, region = gtsuite.render_case(case)
+    handles = np.array(case.handles)
+    labels = segment_support(np.asarray(source), handles, region if tight else mask)
+    cover = render_masks([case.source], case.size)[0].numpy() > 0.5
+    return case, mask, handles, labels, cover
+
+
+def _visible(cover: np.ndarray, obj: int) -> np.ndarray:
+    """Object ``obj``'s pixels that no object drawn after it hides."""
+    return cover[obj] & ~cover[obj + 1 :].any(axis=0)
+
+
 def test_two_objects_that_grabcut_joined_are_split_without_a_mask() -> None:
     # ground-truth suite seed 23, multi_object case 21: a heart's tip meets a diamond's corner and the two are
     # dragged apart. GrabCut takes both (and the shadow between them) as one part; as one part the warp scaled
@@ -175,11 +193,8 @@ def test_one_object_with_two_handles_is_not_split_along_its_inner_edges(seed: in
     # ground-truth suite stretch cases, two handles on one object: the watershed line between them crosses a
     # strong inner edge in places (the ring's hole, which the part fills), which raised the line's mean
     # gradient above the split threshold and tore the object in two; judged by its lower quartile it stays
-    case = gtsuite.make_case(seed, index)
+    case, _, handles, labels, _ = _segmented(seed, index)
     assert case.kind == "stretch" and len(set(case.objects)) == 1
-    source, _, mask, _ = gtsuite.render_case(case)
-    handles = np.array(case.handles)
-    labels = segment_support(np.asarray(source), handles, mask)
     assert handle_labels(labels, handles).tolist() == [1, 1]
 
 
@@ -187,13 +202,9 @@ def test_growing_over_a_textured_background_stops_before_the_whole_picture() -> 
     # ground-truth suite seed 23, multi_object case 13, no mask: a disc and a triangle on a wavy textured
     # background. The boxes grew over the texture (it looks like a textured object's) until one covered the
     # whole picture; GrabCut then had no background left and the whole picture moved (PSNR outside 18 dB)
-    case = gtsuite.make_case(23, 13)
-    source, _, mask, _ = gtsuite.render_case(case)
+    case, mask, handles, labels, cover = _segmented(23, 13)
     assert mask is None
-    handles = np.array(case.handles)
-    labels = segment_support(np.asarray(source), handles)
     assert (labels > 0).mean() < 0.4  # was 1.0
-    cover = render_masks([case.source], case.size)[0].numpy() > 0.5  # (objects, S, S)
     for k, obj in zip(handle_labels(labels, handles), case.objects, strict=True):
         assert (labels[cover[obj]] == k).mean() > 0.9
 
@@ -203,11 +214,7 @@ def test_a_background_pattern_taken_along_is_not_read_as_the_object_s_texture() 
     # along with a blue star (a part of 4,974 px for a 724-px star); as one colour in several pieces they made
     # the part "patterned", so nothing was cut off. Their colour covers much of the picture outside the part:
     # it is the background's pattern, and the waves are dropped as neighbours
-    case = gtsuite.make_case(5, 5)
-    source, _, mask, _ = gtsuite.render_case(case)
-    handles = np.array(case.handles)
-    labels = segment_support(np.asarray(source), handles, mask)
-    cover = render_masks([case.source], case.size)[0].numpy() > 0.5  # (objects, S, S)
+    case, _, handles, labels, cover = _segmented(5, 5)
     for k, obj in zip(handle_labels(labels, handles), case.objects, strict=True):
         assert (labels[cover[obj]] == k).mean() > 0.9
         assert (labels == k).sum() < 2 * cover[obj].sum()  # the object and its shadow, not the waves
@@ -218,18 +225,10 @@ def test_a_block_of_background_checks_taken_along_is_dropped_whole() -> None:
     # took a block of checks around it; the checks on the block's rim were open to the background and dropped,
     # but the ones inside the block were bordered by other checks only and stayed (a 3,862-px part for a
     # 681-px hexagon). Once its neighbours are dropped, a check is open to the background too
-    case = gtsuite.make_case(11, 16)
-    source, _, mask, _ = gtsuite.render_case(case)
-    handles = np.array(case.handles)
-    labels = segment_support(np.asarray(source), handles, mask)
-    hexagon = render_masks([case.source], case.size)[0].numpy()[case.objects[0]] > 0.5
+    case, _, _, labels, cover = _segmented(11, 16)
+    hexagon = cover[case.objects[0]]
     assert (labels[hexagon] == 1).mean() > 0.9
     assert (labels > 0).sum() < 2 * hexagon.sum()  # the hexagon and its shadow
-
-
-def _visible(case: gtsuite.GtCase, obj: int) -> np.ndarray:
-    cover = render_masks([case.source], case.size)[0].numpy() > 0.5  # (objects, S, S), drawn in depth order
-    return cover[obj] & ~cover[obj + 1 :].any(axis=0)
 
 
 def test_a_handle_on_an_outline_without_a_mask_holds_the_whole_plain_object() -> None:
@@ -237,12 +236,9 @@ def test_a_handle_on_an_outline_without_a_mask_holds_the_whole_plain_object() ->
     # shaded blue rectangle (half behind an ellipse). Flooding from that pixel finds a one-pixel line, so the
     # first box lay along the edge and GrabCut kept only the seed; the grown boxes found the rectangle, but
     # what they added is plain, so it was thrown away as background let in: 24 px moved, the rectangle stayed
-    case = gtsuite.make_case(41, 23)
-    source, _, mask, _ = gtsuite.render_case(case)
+    case, mask, _, labels, cover = _segmented(41, 23)
     assert mask is None
-    handles = np.array(case.handles)
-    labels = segment_support(np.asarray(source), handles)
-    visible = _visible(case, case.objects[0])
+    visible = _visible(cover, case.objects[0])
     assert (labels[visible] == 1).mean() > 0.9  # was 0.04
     assert (labels > 0).sum() < 1.5 * visible.sum()
 
@@ -251,13 +247,9 @@ def test_a_handle_on_the_outline_between_two_objects_holds_the_one_its_pixel_sho
     # ground-truth suite seed 41, occluded case 47, with a mask: the handle is on the outline between a grey
     # square and the red star in front of it, its pixel mostly grey. It was taken to be on the star's arm (the
     # first region beside the outline), and the square was dropped as a neighbour: 42 px moved
-    case = gtsuite.make_case(41, 47)
-    source, _, mask, _ = gtsuite.render_case(case)
+    case, mask, _, labels, cover = _segmented(41, 47)
     assert mask is not None
-    handles = np.array(case.handles)
-    labels = segment_support(np.asarray(source), handles, mask)
-    square = _visible(case, case.objects[0])
-    cover = render_masks([case.source], case.size)[0].numpy() > 0.5
+    square = _visible(cover, case.objects[0])
     star = cover[len(cover) - 1] & ~square
     assert (labels[square] == 1).mean() > 0.9  # was 0.03
     assert (labels[star] > 0).sum() < 12  # the outline's blend pixels, not the arm tip (21 px)
@@ -268,11 +260,8 @@ def test_a_tight_mask_leaves_no_specks_of_the_dropped_background() -> None:
     # the same case with a tight mask (the exact edit region): GrabCut takes background checks along with the
     # square; dropping them left 14 specks (their anti-aliased corners) cut off from the square, which then
     # moved with it and left 14 small holes to fill
-    case = gtsuite.make_case(41, 47)
-    source, _, _, region = gtsuite.render_case(case)
-    handles = np.array(case.handles)
-    labels = segment_support(np.asarray(source), handles, region)
-    square = _visible(case, case.objects[0])
+    case, _, _, labels, cover = _segmented(41, 47, tight=True)
+    square = _visible(cover, case.objects[0])
     assert (labels[square] == 1).mean() > 0.99
     assert (labels > 0).sum() < 1.15 * square.sum()
     assert cv2.connectedComponents((labels > 0).astype(np.uint8))[0] == 2  # one piece (was 15)

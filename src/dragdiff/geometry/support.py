@@ -139,6 +139,8 @@ def _free_foreground(image: np.ndarray, handles: np.ndarray, seeds: np.ndarray) 
     """
     h, w = image.shape[:2]
     boxes = _grown_boxes(image, handles, max(1.0, SEED_RADIUS * min(h, w)))
+    seed_px = max(1, int(seeds.sum()) // len(boxes))
+    collapsed = False  # GrabCut's first answer kept little more than the seed at some handle
     for round_ in range(GROW_ROUNDS + 1):
         gc = np.full((h, w), cv2.GC_BGD, np.uint8)
         for x0, y0, x1, y1 in boxes:
@@ -150,32 +152,21 @@ def _free_foreground(image: np.ndarray, handles: np.ndarray, seeds: np.ndarray) 
         if round_ == GROW_ROUNDS:
             break
         _, comp = cv2.connectedComponents(fg.astype(np.uint8), connectivity=8)
-        xy = np.round(handles).astype(int)
-        seed_px = max(1, int(seeds.sum()) // len(boxes))
-        grown = [
-            _reach(image, box, comp == comp[min(max(y, 0), h - 1), min(max(x, 0), w - 1)], seed_px)
-            for box, (x, y) in zip(boxes, xy, strict=True)
-        ]
+        held = handle_labels(comp, handles)
+        parts = [comp == c for c in held]
+        if round_ == 0:
+            # the first box lay inside the object or along its edge (a handle on an anti-aliased outline
+            # floods a one-pixel line): what the grown boxes find is the object, not background let in
+            collapsed = any(
+                c == 0 or p.sum() <= COLLAPSED * seed_px for c, p in zip(held, parts, strict=True)
+            )
+        grown = [_reach(image, box, part, seed_px) for box, part in zip(boxes, parts, strict=True)]
         if grown == boxes or any(_whole_picture(box, (h, w)) for box in grown):
             break  # a box over the whole picture leaves GrabCut no background: the texture is the picture's
         boxes = grown
-    if fg is not first and not _collapsed(first, handles, seeds) and not _textured(image, fg & ~first):
+    if fg is not first and not collapsed and not _textured(image, fg & ~first):
         fg = first  # what the bigger boxes added is plain: background let in (a smooth gradient), not object
     return _refine(image, fg, seeds)
-
-
-def _collapsed(fg: np.ndarray, handles: np.ndarray, seeds: np.ndarray) -> bool:
-    """Whether GrabCut kept little more than the seed at some handle (no more than ``COLLAPSED`` × its
-    disc): the first box lay inside the object or along its edge (a handle on an anti-aliased outline floods
-    a one-pixel line), so what the grown boxes found is the object, not background let in."""
-    _, comp = cv2.connectedComponents(fg.astype(np.uint8), connectivity=8)
-    h, w = fg.shape
-    seed_px = max(1, int(seeds.sum()) // len(handles))
-    for x, y in np.round(handles).astype(int):
-        label = comp[min(max(y, 0), h - 1), min(max(x, 0), w - 1)]
-        if label == 0 or (comp == label).sum() <= COLLAPSED * seed_px:
-            return True
-    return False
 
 
 def _whole_picture(box: tuple[int, int, int, int], hw: tuple[int, int]) -> bool:
@@ -271,13 +262,11 @@ def _grown_boxes(image: np.ndarray, handles: np.ndarray, radius: float) -> list[
 def _label_parts(fg: np.ndarray, handles: np.ndarray) -> np.ndarray:
     """Connected parts of ``fg`` that hold a handle, holes filled, relabelled 1..K."""
     n, comp = cv2.connectedComponents(fg.astype(np.uint8), connectivity=8)
-    h, w = fg.shape
     keep: dict[int, int] = {}
-    for x, y in np.round(handles).astype(int):
-        c = int(comp[min(max(y, 0), h - 1), min(max(x, 0), w - 1)])
+    for c in handle_labels(comp, handles).tolist():
         if c > 0 and c not in keep:
             keep[c] = len(keep) + 1
-    labels = np.zeros((h, w), np.int32)
+    labels = np.zeros(fg.shape, np.int32)
     for c, k in keep.items():
         labels[_fill_holes(comp == c)] = k
     return labels
@@ -446,8 +435,7 @@ def _crumbs(part: np.ndarray, handles: np.ndarray) -> np.ndarray:
     n, comp = cv2.connectedComponents(part.astype(np.uint8), connectivity=8)
     if n <= 2:
         return np.zeros(part.shape, bool)
-    h, w = part.shape
-    held = {int(comp[min(max(y, 0), h - 1), min(max(x, 0), w - 1)]) for x, y in np.round(handles).astype(int)}
+    held = set(handle_labels(comp, handles).tolist())
     sizes = np.bincount(comp.ravel(), minlength=n)
     small = [i for i in range(1, n) if i not in held and sizes[i] < CRUMB * part.sum()]
     return np.isin(comp, small)
