@@ -4,7 +4,8 @@
     python benchmarks/cold_cli.py cli OUT.json -- ARGS...  # one `dragdiff edit ARGS` in a fresh process
     python benchmarks/cold_cli.py embedded OUT.json        # in-process edits with the embedded model
 
-``cli`` starts ``python -m dragdiff edit ARGS`` as a new process and records its wall time (interpreter
+``cli`` starts ``python -m dragdiff edit ARGS`` as a new process (under ``-X importtime`` unless
+``IMPORTTIME=0``) and records its wall time (interpreter
 start, imports, model load and the edit) with the edit's own JSON record (phase timings, load seconds).
 ``embedded`` loads the embedded model once and times the demo's edit (``scripts/demo.sh``, preset
 ``dragdiffusion``) three times in one process: first, warm with an empty LoRA cache, and a repeat drag.
@@ -13,6 +14,7 @@ start, imports, model load and the edit) with the edit's own JSON record (phase 
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -47,11 +49,17 @@ def save(directory: str) -> None:
 def cli(out: str, args: list[str]) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         edited = Path(tmp) / "edited.png"
-        cmd = [sys.executable, "-X", "importtime", "-m", "dragdiff", "edit", *args, "-o", str(edited)]
+        trace = ["-X", "importtime"] if os.environ.get("IMPORTTIME", "1") == "1" else []
+        cmd = [sys.executable, *trace, "-m", "dragdiff", "edit", *args, "-o", str(edited)]
         start = time.time()
         proc = subprocess.run(cmd, capture_output=True, text=True)
         end = time.time()
-        record: dict[str, Any] = {"cmd": cmd[4:], "wall_s": end - start, "returncode": proc.returncode}
+        record: dict[str, Any] = {
+            "cmd": cmd[2 + len(trace) :],  # from `dragdiff`
+            "importtime": bool(trace),
+            "wall_s": end - start,
+            "returncode": proc.returncode,
+        }
         imports = [line.split("|") for line in proc.stderr.splitlines() if line.startswith("import time:")]
         top = [(int(cum), name.rstrip()) for _, cum, name in (i for i in imports if len(i) == 3)
                if cum.strip().isdigit() and not name.startswith("  ")]  # fmt: skip
