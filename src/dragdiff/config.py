@@ -148,6 +148,9 @@ class WarpConfig:
     # segmented smaller and upsampled (``geometry.warp.auto_seam``; measured: docs/methods.md)
     seam_px: int | None = None
     feather_px: int = 1  # soft inner edge where the model's pixels meet the kept ones
+    # the moved content goes under the still objects in front of it (read from the outlines: an object hidden
+    # in part has a bite out of its outline; ``geometry.depth``); False draws it over everything
+    keep_depth: bool = True
     # who paints the uncovered pixels: "model" = blended-latent denoising with the loaded model, "classical" =
     # OpenCV Telea only, "auto" = the model where the background around a hole is textured, Telea where it is
     # smooth (a smooth fill is the right answer there; a model's round trip only adds error: docs/methods.md)

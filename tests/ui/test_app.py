@@ -147,6 +147,17 @@ def test_an_empty_seam_field_means_the_seam_by_the_picture_s_size() -> None:
         ui.config_from_panel("warp", values)
 
 
+def test_the_depth_checkbox_reaches_the_warp_settings() -> None:
+    keys = [k for k, _ in ui.ADVANCED]
+    values = ui.panel_values("warp")
+    assert values[keys.index("warp.keep_depth")] is True
+    assert ui.config_from_panel("warp", values).warp.keep_depth is True
+    values[keys.index("warp.keep_depth")] = False
+    assert ui.config_from_panel("warp", values).warp.keep_depth is False
+    assert ui.panel_visible("warp")[keys.index("warp.keep_depth")]
+    assert not ui.panel_visible("dragdiffusion")[keys.index("warp.keep_depth")]
+
+
 def test_the_click_view_draws_handles_red_and_targets_blue_at_display_size() -> None:
     image = Image.new("RGB", (96, 32), (0, 128, 0))
     view = ui.render_points(image, [(10, 16), (80, 16), (50, 5)], None)

@@ -1,14 +1,15 @@
 """The explicit warp of a drag (after Inpaint4Drag, arXiv 2509.04582): segment, deform, find the uncovered.
 
-    1. support     the pixels that move, one part per object (``support.segment_support``)
+    1. support     the pixels that move, one part per object (``support.segment_support``), and the still
+                   objects in front of them, which the moved content goes under (``depth.front_of``)
     2. field       MLS similarity per part, backward-mapped so the moved content has no cracks (``field``)
     3. plate       the background with every moved part removed: OpenCV's Telea fill of the old support
     4. composite   the moved parts (bilinear from the source, soft 1-px edge) over the plate
 
 ``WarpPlan.hole`` is what a diffusion model should repaint: pixels of the old support that the moved content
 does not cover, plus a seam band of ``seam`` pixels. Every pixel outside ``plan.changed`` is the source's,
-bit for bit. Pure numpy + OpenCV (no model): the warp preview of the web editor is this module alone.
-Arrays are (H, W, 3) uint8 RGB images and (H, W) bool/int masks.
+bit for bit; ``plan.front`` never changes. Pure numpy + OpenCV (no model): the warp preview of the web
+editor is this module alone. Arrays are (H, W, 3) uint8 RGB images and (H, W) bool/int masks.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import cv2
 import numpy as np
 from PIL import Image
 
+from dragdiff.geometry.depth import complete, front_of
 from dragdiff.geometry.field import backward_maps, check_no_fold, part_maps
 from dragdiff.geometry.shadow import shadow_maps
 from dragdiff.geometry.support import (
@@ -51,6 +53,9 @@ class WarpPlan:
     changed: np.ndarray  # (H, W) bool: every pixel the edit may change (outside it: the source exactly)
     shadow_old: np.ndarray  # (H, W) float32 darkening of the moved parts' drop shadows where they were
     shadow_new: np.ndarray  # (H, W) float32 the same where the parts' maps take them (``geometry.shadow``)
+    front: np.ndarray  # (H, W) bool: still objects in front of the moved parts (kept; the parts go under)
+    appearance: np.ndarray | None  # (H, W, 3) uint8 the source with what ``front`` hides of the parts
+    # completed (``depth.complete``), what the moved content is sampled from; None: the source itself
 
 
 def plan_warp(
@@ -60,9 +65,12 @@ def plan_warp(
     labels: np.ndarray | None = None,
     two_point: str = "auto",
     shadows: bool = True,
+    keep_depth: bool = True,
 ) -> WarpPlan:
     """Segment the dragged content and lay out the warp; InputError for a handle outside the mask, a handle on
-    nothing that can move, or a fold. ``labels`` skips segmentation (a support the caller already has)."""
+    nothing that can move, or a fold. ``labels`` skips segmentation (a support the caller already has).
+    ``keep_depth``: the moved content goes under the still objects in front of it (``depth.front_of``);
+    False draws it over everything."""
     handles = np.array([p.as_tuple() for p in instruction.handles], np.float64)  # (N, 2) (x, y)
     targets = np.array([p.as_tuple() for p in instruction.targets], np.float64)
     mask = None if instruction.mask is None else np.asarray(instruction.mask, bool)
@@ -72,7 +80,14 @@ def plan_warp(
         labels = segment_support(image, handles, mask)
     if mask is not None:
         labels = np.where(mask, labels, 0)  # nothing outside the editable area moves
-    labels = _grow(labels, EDGE_PX, mask)
+    front, hidden = front_of(image, labels) if keep_depth else (np.zeros(labels.shape, bool), None)
+    appearance = None
+    if hidden is not None and mask is not None:
+        hidden = np.where(mask, hidden, 0)
+    if hidden is not None and hidden.any():  # what the front objects hide moves with its part, completed
+        appearance = complete(image, labels, hidden)
+        labels = np.where(hidden > 0, hidden, labels)
+    labels = _grow(labels, EDGE_PX, ~front if mask is None else mask & ~front)
     groups = handle_labels(labels, handles)
     if (groups == 0).any():
         i = int(np.nonzero(groups == 0)[0][0])
@@ -84,7 +99,7 @@ def plan_warp(
     map_x, map_y, landed = backward_maps(labels, maps)
     src_alpha = cv2.blur((labels > 0).astype(np.float32), (3, 3)) * (labels > 0)  # soft 1-px inner edge
     alpha = cv2.remap(src_alpha, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT) * (
-        landed > 0
+        (landed > 0) & ~front
     )
     covered = alpha > 0.99
     hole = (labels > 0) & ~covered
@@ -99,7 +114,10 @@ def plan_warp(
     else:
         old = new = np.zeros(labels.shape, np.float32)
     changed |= (old > 0.004) | (new > 0.004)  # a shadow of 1/255 and more
-    return WarpPlan(labels, groups, map_x, map_y, landed, alpha.astype(np.float32), hole, changed, old, new)
+    hole &= ~front
+    changed &= ~front
+    alpha = alpha.astype(np.float32)
+    return WarpPlan(labels, groups, map_x, map_y, landed, alpha, hole, changed, old, new, front, appearance)
 
 
 def auto_seam(hw: tuple[int, int]) -> int:
@@ -112,7 +130,8 @@ def auto_seam(hw: tuple[int, int]) -> int:
 
 def background_plate(image: np.ndarray, plan: WarpPlan) -> np.ndarray:
     """The source with every moved part (and the seam) filled from its surroundings (Telea fast marching)."""
-    remove = ((plan.labels > 0) | plan.hole).astype(np.uint8)
+    # the objects in front are filled over too (they are kept anyway): the fill reads the background only
+    remove = ((plan.labels > 0) | plan.hole | plan.front).astype(np.uint8)
     if plan.shadow_old.any():  # the moved parts' shadows taken off first (``composite`` casts them anew)
         image = np.clip(np.round(image / (1 - plan.shadow_old[..., None])), 0, 255).astype(np.uint8)
     if not remove.any():
@@ -137,9 +156,8 @@ def composite(image: np.ndarray, plate: np.ndarray, plan: WarpPlan) -> np.ndarra
         return out
     ys, xs = np.nonzero(plan.changed)
     box = np.s_[ys.min() : ys.max() + 1, xs.min() : xs.max() + 1]  # nothing outside it changes
-    moved = cv2.remap(
-        image, plan.map_x[box], plan.map_y[box], cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT
-    )
+    src = image if plan.appearance is None else plan.appearance
+    moved = cv2.remap(src, plan.map_x[box], plan.map_y[box], cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
     a = plan.alpha[box][..., None]
     shade = (1 - plan.shadow_new[box])[..., None]  # the parts' shadows where they went (the plate has none)
     blend = plate[box].astype(np.float32) * shade * (1 - a) + moved.astype(np.float32) * a

@@ -47,7 +47,9 @@ def run(
     settings = config.warp
     source = np.asarray(ctx.prep.source.convert("RGB"))  # (H, W, 3) uint8
     seam = auto_seam(source.shape[:2]) if settings.seam_px is None else settings.seam_px
-    plan = plan_warp(source, instruction, seam=seam, two_point=settings.two_point)  # 1
+    plan = plan_warp(
+        source, instruction, seam=seam, two_point=settings.two_point, keep_depth=settings.keep_depth
+    )  # 1
     moved = composite(source, background_plate(source, plan), plan)  # 2, 3
     ctx.clock.lap("warp")
     yield ProgressEvent(phase="warp", step=1, total=1)
@@ -59,7 +61,7 @@ def run(
             moved = yield from fill  # 4, 5
     ctx.clock.lap("fill")
     if settings.refine_strength > 0 and not stop.is_set():
-        region = _dilate(plan.changed, seam)
+        region = _dilate(plan.changed, seam) & ~plan.front  # objects in front stay as they are
         refine = replace(settings, fill_strength=settings.refine_strength)
         wrap = GraphedForward if ctx.graphed else None
         with torch.no_grad():

@@ -91,6 +91,7 @@ ADVANCED: tuple[tuple[str, str], ...] = (
     ("warp.fill_steps", "Fill DDIM steps"),
     ("warp.fill_strength", "Fill strength (share of the steps re-noised)"),
     ("warp.seam_px", "Seam band repainted around the uncovered area (px; empty = by the picture's size)"),
+    ("warp.keep_depth", "Moved content goes under objects in front of it"),
     ("seed", "Edit seed (identity-LoRA draws)"),
     ("generate.seed", "Generation seed"),
 )
@@ -306,7 +307,14 @@ def _xy(point: Sequence[float]) -> tuple[float, float]:
 def _warp_bounded(image: Image.Image, instruction: DragInstruction, config: EditConfig) -> Image.Image:
     """``warp_preview`` at most ``PREVIEW_MAX`` px long (the image and instruction scaled down for it)."""
     seam, two_point = config.warp.seam_px, config.warp.two_point
-    return warp_preview(image, instruction, max_side=PREVIEW_MAX, seam=seam, two_point=two_point)
+    return warp_preview(
+        image,
+        instruction,
+        max_side=PREVIEW_MAX,
+        seam=seam,
+        two_point=two_point,
+        keep_depth=config.warp.keep_depth,
+    )
 
 
 def _stamp(image: Image.Image, text: str) -> Image.Image:
@@ -330,6 +338,17 @@ def _get(cfg: EditConfig, dotted: str) -> Any:
     return getattr(getattr(cfg, section), name) if name else getattr(cfg, section)
 
 
+def _panel_field(key: str, label: str, value: Any, shown: bool) -> Any:
+    """The advanced panel's widget for one field: a checkbox for a switch, a number box otherwise."""
+    elem_id = "dd-" + key.replace(".", "-")
+    if isinstance(value, bool):
+        return gr.Checkbox(value=value, label=label, visible=shown, elem_id=elem_id, min_width=160)
+    precision = 0 if isinstance(value, int) or key in AUTO_WHEN_EMPTY else None
+    return gr.Number(
+        value=value, label=label, precision=precision, visible=shown, elem_id=elem_id, min_width=160
+    )
+
+
 def panel_values(preset_name: str) -> list[Any]:
     """The advanced panel's values for a preset, in ``ADVANCED`` order."""
     cfg = preset(preset_name)
@@ -344,6 +363,9 @@ def config_from_panel(preset_name: str, values: Sequence[Any]) -> EditConfig:
     base = preset(preset_name)
     overrides: dict[str, Any] = {}
     for (key, label), value in zip(ADVANCED, values, strict=True):
+        if isinstance(_get(base, key), bool):  # a checkbox
+            overrides[key] = bool(value)
+            continue
         if value is None or (isinstance(value, str) and not value.strip()):
             if key in AUTO_WHEN_EMPTY:
                 overrides[key] = None
@@ -1046,14 +1068,7 @@ def build_app(
         with gr.Accordion("Advanced settings", open=False):
             with gr.Row():
                 panel = [
-                    gr.Number(
-                        value=value,
-                        label=label,
-                        precision=0 if isinstance(value, int) or key in AUTO_WHEN_EMPTY else None,
-                        visible=shown,
-                        elem_id="dd-" + key.replace(".", "-"),
-                        min_width=160,
-                    )
+                    _panel_field(key, label, value, shown)
                     for (key, label), value, shown in zip(
                         ADVANCED, defaults, panel_visible(start_preset), strict=True
                     )
