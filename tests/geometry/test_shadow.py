@@ -38,3 +38,29 @@ def test_no_shadow_no_change_to_the_background() -> None:
     src = _picture(30, 40, 0.0)
     plan = plan_warp(src, DragInstruction.from_pairs([((30, 40), (62, 40))]))
     assert not plan.shadow_old.any() and not plan.shadow_new.any()
+
+
+def test_a_dark_object_beside_the_dragged_one_is_not_taken_for_its_shadow(monkeypatch) -> None:
+    """Ground-truth seed 0, case 30: a blue triangle dragged over a black cross. The cross darkens the band
+    around the triangle, but not every channel alike as a shadow would: left out of the fit, no shadow is
+    found, and every pixel the exact edit leaves alone stays the source's (with the cross counted as
+    darkening, a shadow was fitted to it and taken off: the cross came out lighter)."""
+    from dragdiff.bench import gtsuite
+    from dragdiff.geometry import shadow
+    from dragdiff.geometry.warp import background_plate, composite
+
+    case = gtsuite.make_case(0, 30)
+    source, target, mask, _ = gtsuite.render_case(case)
+    src, want = np.asarray(source), np.asarray(target)
+    ins = DragInstruction.from_pairs(list(zip(case.handles, case.targets, strict=True)), mask=mask)
+    untouched = (src == want).all(-1)
+
+    def kept(plan) -> float:
+        out = composite(src, background_plate(src, plan), plan)
+        return float((out[untouched] == src[untouched]).all(-1).mean())
+
+    plan = plan_warp(src, ins)
+    assert not plan.shadow_old.any() and kept(plan) > 0.999
+    monkeypatch.setattr(shadow, "ACHROMATIC", 9.0)  # every band pixel counted, as before
+    before = plan_warp(src, ins)
+    assert before.shadow_old.max() > 0.3 and kept(before) < 0.995

@@ -7,6 +7,8 @@ moved part this module fits that model to the picture — the darkening d = 1 �
 filled in (Telea) over the part and a band around it, against the part's silhouette shifted by each offset
 within the band and blurred — and keeps it only where it explains most of the darkening (a real shadow:
 one offset, one opacity, achromatic); a photograph's projected ground shadow does not fit and nothing moves.
+Band pixels whose channels darken by different shares (another object beside the part, not a shadow on the
+background) are left out of the fit, where at least ``PLAIN_SHARE`` of the band remains.
 The shadow found is then warped by its part's own map, so it follows a move, a resize or a rotation.
 """
 
@@ -22,6 +24,8 @@ BAND = 0.6  # the band searched around a part, × the part's equivalent radius s
 MIN_OPACITY = 0.04  # a fitted darkening below this is no shadow
 MIN_EXPLAINED = 0.2  # the share of the band's darkening the shifted silhouette must explain (0.2 … 0.4 tie on
 # held-out suites, docs/methods.md; the higher end keeps stray dark patches of a photograph out)
+ACHROMATIC = 0.12  # band pixels whose channels darken by more different shares than this are no shadow
+PLAIN_SHARE = 0.5  # ... applied only where that keeps at least this share of the band
 BLURS = (0.5, 1.5, 3.0)  # softness tried (Gaussian sigma, px)
 
 
@@ -54,8 +58,15 @@ def shadow_maps(
         )
         box_labels, box_part = labels[y0:y1, x0:x1], part[y0:y1, x0:x1]
         band = (cv2.dilate(box_part.astype(np.uint8), disc(radius)) > 0) & (box_labels == 0)
-        lum = image[y0:y1, x0:x1].astype(np.float32).mean(-1) + 1.0
+        rgb = image[y0:y1, x0:x1].astype(np.float32) + 1.0
+        lum = rgb.mean(-1)
         dark = 1.0 - lum / _smooth_background(lum, band, box_labels, radius)
+        # a shadow darkens every channel alike; another object in the band changes the colour: left out,
+        # unless most of the band is off-colour (a pattern the smooth background does not model)
+        per = [1 - rgb[..., c] / _smooth_background(rgb[..., c], band, box_labels, radius) for c in range(3)]
+        plain = band & ((np.max(per, axis=0) - np.min(per, axis=0)) < ACHROMATIC)
+        if plain.sum() >= PLAIN_SHARE * band.sum():
+            band = plain
         box_fit = _fit(dark, box_part, band, radius)
         if box_fit is None:
             continue
