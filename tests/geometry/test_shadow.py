@@ -64,3 +64,27 @@ def test_a_dark_object_beside_the_dragged_one_is_not_taken_for_its_shadow(monkey
     monkeypatch.setattr(shadow, "ACHROMATIC", 9.0)  # every band pixel counted, as before
     before = plan_warp(src, ins)
     assert before.shadow_old.max() > 0.3 and kept(before) < 0.995
+
+
+def test_a_darkening_too_deep_for_a_drop_shadow_is_left_alone(monkeypatch) -> None:
+    """Ground-truth seed 0, case 14: a green hexagon dragged off a dark mottled background. A fit there
+    explains the dark background around it as a shadow of opacity ≈ 0.8; taking that off brightened the
+    uncovered area into a pale green blot. Deeper than ``MAX_OPACITY`` is no drop shadow (they let what is
+    under them show through): nothing is taken off, and the uncovered area stays near the exact target."""
+    from dragdiff.bench import gtsuite
+    from dragdiff.geometry import shadow
+    from dragdiff.geometry.warp import background_plate, composite
+
+    case = gtsuite.make_case(0, 14)
+    source, target, mask, _ = gtsuite.render_case(case)
+    src, want = np.asarray(source), np.asarray(target).astype(float)
+    ins = DragInstruction.from_pairs(list(zip(case.handles, case.targets, strict=True)), mask=mask)
+
+    def error(plan) -> float:  # mean absolute error on the uncovered area, 8-bit levels
+        out = composite(src, background_plate(src, plan), plan).astype(float)
+        return float(np.abs(out[plan.hole] - want[plan.hole]).mean())
+
+    plan = plan_warp(src, ins)
+    assert plan.shadow_old.max() <= shadow.MAX_OPACITY and error(plan) < 35
+    monkeypatch.setattr(shadow, "MAX_OPACITY", 0.95)  # the bound before
+    assert error(plan_warp(src, ins)) > 55

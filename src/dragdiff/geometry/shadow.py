@@ -22,6 +22,7 @@ from dragdiff.geometry.support import disc
 
 BAND = 0.6  # the band searched around a part, × the part's equivalent radius sqrt(area/π)
 MIN_OPACITY = 0.04  # a fitted darkening below this is no shadow
+MAX_OPACITY = 0.6  # ... and one above this neither: a drop shadow lets what is under it show through
 MIN_EXPLAINED = 0.2  # the share of the band's darkening the shifted silhouette must explain (0.2 … 0.4 tie on
 # held-out suites, docs/methods.md; the higher end keeps stray dark patches of a photograph out)
 ACHROMATIC = 0.12  # band pixels whose channels darken by more different shares than this are no shadow
@@ -143,7 +144,7 @@ def _fit(dark: np.ndarray, part: np.ndarray, band: np.ndarray, radius: int) -> n
             shifted = np.zeros_like(soft)
             _paste_shifted(shifted, soft, int(ox[iy, ix]), int(oy[iy, ix]))
             best = (float(explained[iy, ix]), float(ds[iy, ix] / ss[iy, ix]), shifted)
-    if best is None or best[0] < MIN_EXPLAINED or not MIN_OPACITY <= best[1] < 0.95:
+    if best is None or best[0] < MIN_EXPLAINED or not MIN_OPACITY <= best[1] <= MAX_OPACITY:
         return None
     out = np.zeros(part.shape, np.float32)
     out[y0:y1, x0:x1] = best[1] * best[2]
