@@ -152,8 +152,9 @@ class WarpConfig:
     # in part has a bite out of its outline; ``geometry.depth``); False draws it over everything
     keep_depth: bool = True
     # who paints the uncovered pixels: "model" = blended-latent denoising with the loaded model, "classical" =
-    # OpenCV Telea only, "auto" = the model where the background around a hole is textured, Telea where it is
-    # smooth (a smooth fill is the right answer there; a model's round trip only adds error: docs/methods.md)
+    # OpenCV Telea only, "auto" = the model where the background around a hole is textured (a repeating one is
+    # copied from a period away instead: ``geometry.texture``), Telea where it is smooth (a smooth fill is the
+    # right answer there; a model's round trip only adds error: docs/methods.md)
     fill: str = "auto"
     fill_steps: int = 20  # DDIM schedule of the fill
     fill_strength: float = 0.5  # share of it inverted and denoised again (METHODS.md probe: 0.5, 20 steps)

@@ -34,6 +34,7 @@ from dragdiff.diffusion.fill import FillSettings, blended_fill, paste_hole
 from dragdiff.diffusion.graphs import GraphedForward
 from dragdiff.diffusion.inversion import image_to_tensor, tensor_to_pil
 from dragdiff.geometry.support import disc
+from dragdiff.geometry.texture import shift_fill
 from dragdiff.geometry.warp import WarpPlan, auto_seam, background_plate, composite, plan_warp
 from dragdiff.methods.base import DragOutcome
 from dragdiff.types import DragInstruction, ProgressEvent
@@ -54,6 +55,9 @@ def run(
     ctx.clock.lap("warp")
     yield ProgressEvent(phase="warp", step=1, total=1)
     hole = _model_hole(source, plan, settings.fill)
+    if settings.fill == "auto" and hole.any():  # a repeating texture: copied from a period away instead
+        moved, copied = shift_fill(moved, hole, ~plan.changed & ~plan.front)
+        hole &= ~copied
     if hole.any() and not stop.is_set():
         wrap = GraphedForward if ctx.graphed else None  # CUDA graphs for the fill's fixed-shape UNet calls
         with torch.no_grad():
