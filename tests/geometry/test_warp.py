@@ -150,3 +150,26 @@ def test_auto_fill_paints_a_textured_background_with_the_model_and_keeps_a_smoot
         assert hole > 0 and not np.array_equal(np.asarray(auto.image), np.asarray(telea.image))
     else:
         assert hole == 0 and np.array_equal(np.asarray(auto.image), np.asarray(telea.image))
+
+
+def test_auto_fill_copies_faint_checks_that_telea_would_smear(tiny_pipeline) -> None:
+    """Low-contrast 8-px checks: too smooth inside each square for the texture test (the model is not
+    asked), but they repeat, so the uncovered area is copied from a period away: the checks exactly, where
+    Telea's fill (``warp.fill=classical``) smears them."""
+    from dragdiff.editor import DragEditor
+
+    size = 96
+    yy, xx = np.mgrid[0:size, 0:size]
+    checks = np.where(((yy // 8 + xx // 8) % 2 == 0)[..., None], (120, 170, 120), (80, 130, 80))
+    img = checks.astype(np.uint8)
+    img[(xx - 36) ** 2 + (yy - 48) ** 2 <= 9**2] = (220, 30, 30)
+    ins = DragInstruction.from_pairs([((36, 48), (60, 48))])
+    editor = DragEditor(tiny_pipeline)
+    classical = preset("warp").override(**{"warp.fill": "classical"})
+    auto = editor.edit(Image.fromarray(img), ins, preset("warp"), roi="full")  # room for a period's copy
+    telea = editor.edit(Image.fromarray(img), ins, classical, roi="full")
+    uncovered = ((xx - 36) ** 2 + (yy - 48) ** 2 <= 8**2) & ((xx - 60) ** 2 + (yy - 48) ** 2 > 10**2)
+    assert auto.record["model_filled_pixels"] == 0
+    want = checks[uncovered]
+    assert np.abs(np.asarray(auto.image)[uncovered].astype(int) - want).max() <= 2
+    assert np.abs(np.asarray(telea.image)[uncovered].astype(int) - want).mean() > 8

@@ -25,9 +25,17 @@ PALETTE_DIST = 24.0  # a colour within this (RGB distance, 0–255) of one of th
 MIN_SHIFT = 2  # offsets shorter than this copy the piece's own neighbourhood: a smear, not the pattern
 
 
-def shift_fill(picture: np.ndarray, hole: np.ndarray, stays: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def shift_fill(
+    picture: np.ndarray,
+    hole: np.ndarray,
+    stays: np.ndarray,
+    max_rms: float = MATCH_RMS,
+    min_ring_std: float = 0.0,
+) -> tuple[np.ndarray, np.ndarray]:
     """(picture with the pieces of ``hole`` it could fill copied in, the filled pixels). ``stays``: the
-    background pixels that may be copied from and matched (not the hole, nothing moved, no front object)."""
+    background pixels that may be copied from and matched (not the hole, nothing moved, no front object).
+    ``max_rms``: the ring match a copy needs; ``min_ring_std``: only pieces whose ring varies at least this
+    much (grey levels) are tried (a pattern, not a smooth gradient)."""
     out = picture.copy()
     filled = np.zeros(hole.shape, bool)
     count, pieces = cv2.connectedComponents(hole.astype(np.uint8), connectivity=8)
@@ -37,7 +45,7 @@ def shift_fill(picture: np.ndarray, hole: np.ndarray, stays: np.ndarray) -> tupl
     for c in range(1, count):
         piece = pieces == c
         ring = (cv2.dilate(piece.astype(np.uint8), disc(RING_PX)) > 0) & stays
-        if ring.sum() < 8:
+        if ring.sum() < 8 or float(img[ring].mean(-1).std()) < min_ring_std:
             continue
         ys, xs = np.nonzero(piece | ring)
         y0, y1, x0, x1 = ys.min(), ys.max() + 1, xs.min(), xs.max() + 1
@@ -56,7 +64,7 @@ def shift_fill(picture: np.ndarray, hole: np.ndarray, stays: np.ndarray) -> tupl
         palette = img[ring]
         flat = cost.ravel()
         for i in np.argsort(flat)[:CANDIDATES]:  # the best matches first
-            if not np.isfinite(flat[i]) or np.sqrt(flat[i] / (3.0 * ring.sum())) > MATCH_RMS:
+            if not np.isfinite(flat[i]) or np.sqrt(flat[i] / (3.0 * ring.sum())) > max_rms:
                 break
             dy, dx = int(i // cost.shape[1]) - y0, int(i % cost.shape[1]) - x0
             copy = picture[py + dy, px + dx]

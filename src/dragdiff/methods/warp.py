@@ -55,8 +55,12 @@ def run(
     ctx.clock.lap("warp")
     yield ProgressEvent(phase="warp", step=1, total=1)
     hole = _model_hole(source, plan, settings.fill)
-    if settings.fill == "auto" and hole.any():  # a repeating texture: copied from a period away instead
-        moved, copied = shift_fill(moved, hole, ~plan.changed & ~plan.front)
+    if settings.fill == "auto" and plan.hole.any():  # a repeating texture: copied from a period away instead
+        stays = ~plan.changed & ~plan.front
+        moved, copied = shift_fill(moved, hole, stays)
+        # a faint pattern the texture test calls smooth (low-contrast checks): copied only where it repeats
+        # almost exactly, else Telea's fill stays
+        moved, _ = shift_fill(moved, plan.hole & ~hole, stays, FAINT_RMS, FAINT_PATTERN_STD)
         hole &= ~copied
     if hole.any() and not stop.is_set():
         wrap = GraphedForward if ctx.graphed else None  # CUDA graphs for the fill's fixed-shape UNet calls
@@ -85,6 +89,8 @@ def run(
     )
 
 
+FAINT_RMS, FAINT_PATTERN_STD = 4.0, 16.0  # a smooth-judged hole is copied if its ring varies this much (std)
+# and a copy matches the ring this well (RMS, grey levels)
 TEXTURED = 12.0  # median |Laplacian| (grey levels, 3×3) of a hole's surroundings above which it is texture;
 # smooth gradients and flat colour measure 0–10, photographs' and fractal textures 60–90 (docs/methods.md)
 
