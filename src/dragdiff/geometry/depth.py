@@ -31,7 +31,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from dragdiff.geometry.support import disc, segment_support
+from dragdiff.geometry.support import disc, nearest_distance, segment_support
 
 BITE = 0.04  # a bite below this share of the part's hull is the outline's own unevenness, not an occluder
 RATIO = 2.0  # in front when the part's hull covers this many times more of it than its hull does of the part
@@ -123,7 +123,7 @@ def _stands_out(lab: np.ndarray, region: np.ndarray, background: np.ndarray) -> 
     if not background.any():
         return True
     ours, theirs = _sample(lab[inner]), _sample(lab[background])
-    nearest = np.sqrt(((ours[:, None, :] - theirs[None, :, :]) ** 2).sum(-1)).min(axis=1)
+    nearest = nearest_distance(ours, theirs)
     return float((nearest > BACKGROUND_DE).mean()) >= OWN_COLOUR
 
 

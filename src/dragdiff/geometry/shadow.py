@@ -60,12 +60,13 @@ def shadow_maps(
         box_labels, box_part = labels[y0:y1, x0:x1], part[y0:y1, x0:x1]
         band = (cv2.dilate(box_part.astype(np.uint8), disc(radius)) > 0) & (box_labels == 0)
         rgb = image[y0:y1, x0:x1].astype(np.float32) + 1.0
-        lum = rgb.mean(-1)
-        dark = 1.0 - lum / _smooth_background(lum, band, box_labels, radius)
+        values = np.concatenate([rgb.mean(-1, keepdims=True), rgb], -1)  # (h, w, 4): brightness, R, G, B
+        darks = 1.0 - values / _smooth_background(values, band, box_labels, radius)
+        dark = darks[..., 0]
         # a shadow darkens every channel alike; another object in the band changes the colour: left out,
         # unless most of the band is off-colour (a pattern the smooth background does not model)
-        per = [1 - rgb[..., c] / _smooth_background(rgb[..., c], band, box_labels, radius) for c in range(3)]
-        plain = band & ((np.max(per, axis=0) - np.min(per, axis=0)) < ACHROMATIC)
+        per = darks[..., 1:]
+        plain = band & ((per.max(-1) - per.min(-1)) < ACHROMATIC)
         if plain.sum() >= PLAIN_SHARE * band.sum():
             band = plain
         box_fit = _fit(dark, box_part, band, radius)
@@ -93,16 +94,18 @@ def shadow_maps(
     return old, new
 
 
-def _smooth_background(lum: np.ndarray, band: np.ndarray, labels: np.ndarray, radius: int) -> np.ndarray:
-    """The brightness the band would have without a shadow: a quadratic surface fitted (least squares) to the
-    ring just outside it — exact on a flat or graded background, where a shadow is easiest to see."""
+def _smooth_background(values: np.ndarray, band: np.ndarray, labels: np.ndarray, radius: int) -> np.ndarray:
+    """What each channel of ``values`` (H, W, C) would be in the band without a shadow: a quadratic surface
+    fitted (least squares, every channel at once) to the ring just outside it — exact on a flat or graded
+    background, where a shadow is easiest to see."""
     ring = (cv2.dilate(band.astype(np.uint8), disc(max(2, radius // 2))) > 0) & ~band & (labels == 0)
-    out = np.full(lum.shape, np.float32(lum[ring].mean() if ring.any() else lum.mean()))
+    level = values[ring].mean(0) if ring.any() else values.reshape(-1, values.shape[-1]).mean(0)
+    out = np.broadcast_to(level.astype(np.float32), values.shape)
     if ring.sum() < 12:
         return out
-    yy, xx = np.mgrid[0 : lum.shape[0], 0 : lum.shape[1]].astype(np.float32) / max(lum.shape)
+    yy, xx = np.mgrid[0 : values.shape[0], 0 : values.shape[1]].astype(np.float32) / max(values.shape[:2])
     basis = np.stack([np.ones_like(xx), xx, yy, xx * xx, xx * yy, yy * yy], -1)  # (H, W, 6)
-    coef, *_ = np.linalg.lstsq(basis[ring], lum[ring], rcond=None)
+    coef, *_ = np.linalg.lstsq(basis[ring], values[ring], rcond=None)  # (6, C)
     return np.maximum(basis @ coef.astype(np.float32), 1.0)
 
 

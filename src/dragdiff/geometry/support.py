@@ -611,6 +611,11 @@ def check_handles_editable(handles: np.ndarray, mask: np.ndarray | None) -> None
             )
 
 
+def nearest_distance(points: np.ndarray, others: np.ndarray) -> np.ndarray:
+    """(N,) the Euclidean distance from each of ``points`` (N, C) to the nearest of ``others`` (M, C)."""
+    return np.sqrt(((points[:, None, :] - others[None, :, :]) ** 2).sum(-1)).min(axis=1)
+
+
 def disc(radius: int) -> np.ndarray:
     """An elliptic structuring element of ``radius`` px (OpenCV), for dilating and eroding masks."""
     return cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * radius + 1, 2 * radius + 1))

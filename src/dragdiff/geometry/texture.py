@@ -15,7 +15,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from dragdiff.geometry.support import disc
+from dragdiff.geometry.support import disc, nearest_distance
 
 RING_PX = 4  # the ring around a piece that its copy must match
 MATCH_RMS = 12.0  # a copy is kept when its ring differs from the piece's ring by at most this (RMS, 0–255)
@@ -57,9 +57,9 @@ def shift_fill(
         # SSD of the ring against every placement, and how many copied pixels would not be background
         ssd = cv2.matchTemplate(img, templ, cv2.TM_SQDIFF, mask=np.repeat(ring_box[..., None], 3, axis=2))
         foul = cv2.matchTemplate(bad, used, cv2.TM_CCORR)
-        oy, ox = np.mgrid[0 : ssd.shape[0], 0 : ssd.shape[1]]
-        near = (np.abs(oy - y0) < MIN_SHIFT) & (np.abs(ox - x0) < MIN_SHIFT)
-        cost = np.where((foul < 0.5) & ~near, ssd, np.inf)
+        cost = np.where(foul < 0.5, ssd, np.inf)
+        r = MIN_SHIFT - 1  # the piece's own place and the offsets within r of it copy its neighbourhood
+        cost[max(0, y0 - r) : y0 + r + 1, max(0, x0 - r) : x0 + r + 1] = np.inf
         py, px = np.nonzero(piece)
         palette = img[ring]
         flat = cost.ravel()
@@ -80,5 +80,5 @@ def _in_palette(colours: np.ndarray, palette: np.ndarray) -> bool:
     a copy of the background, not of an object that happens to sit where the pattern repeats."""
     pal = palette[:: max(1, len(palette) // 256)]
     cols = colours[:: max(1, len(colours) // 512)]
-    nearest = np.sqrt(((cols[:, None, :] - pal[None, :, :]) ** 2).sum(-1)).min(axis=1)
+    nearest = nearest_distance(cols, pal)
     return float((nearest <= PALETTE_DIST).mean()) >= PALETTE

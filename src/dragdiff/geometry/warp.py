@@ -80,11 +80,14 @@ def plan_warp(
         labels = segment_support(image, handles, mask)
     if mask is not None:
         labels = np.where(mask, labels, 0)  # nothing outside the editable area moves
-    front, hidden = front_of(image, labels) if keep_depth else (np.zeros(labels.shape, bool), None)
-    appearance = None
-    if hidden is not None and mask is not None:
+    if keep_depth:
+        front, hidden = front_of(image, labels)
+    else:
+        front, hidden = np.zeros(labels.shape, bool), np.zeros(labels.shape, np.int32)
+    if mask is not None:
         hidden = np.where(mask, hidden, 0)
-    if hidden is not None and hidden.any():  # what the front objects hide moves with its part, completed
+    appearance = None
+    if hidden.any():  # what the front objects hide moves with its part, completed
         appearance = complete(image, labels, hidden)
         labels = np.where(hidden > 0, hidden, labels)
     labels = _grow(labels, EDGE_PX, ~front if mask is None else mask & ~front)
